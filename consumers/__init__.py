@@ -1,0 +1,1 @@
+"""The processor runtime: batch loop, idempotency ledger, dead letters, priority lanes."""

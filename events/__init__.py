@@ -1,0 +1,1 @@
+"""Canonical events: the event catalog, Avro codec and validation."""

@@ -1,0 +1,1 @@
+"""Operations: CLI, embedded services, migrations, topic catalog, metrics."""

@@ -1,0 +1,41 @@
+"""The `supplybus` command line.
+
+A user error prints one line (``error: ...``) on stderr and exits 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from supplybus.errors import SupplybusError
+from supplybus.ops.cli import db, services, topics  # noqa: F401 - importing registers the commands
+from supplybus.ops.cli.root import cli
+
+__all__ = ["cli", "main", "run"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turning supplybus errors into one line and exit code 2."""
+
+    try:
+        cli.main(args=argv, prog_name="supplybus", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except SupplybusError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,3 @@
+from supplybus.ops.cli import run
+
+run()

@@ -1,0 +1,1 @@
+"""Publishing into supplybus: the publisher API and the outbox relay."""

@@ -1,0 +1,1 @@
+"""Avro schemas (``.avsc``), the source of truth of the canonical events; data only."""

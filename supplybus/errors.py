@@ -1,0 +1,148 @@
+"""The one exception hierarchy of supplybus.
+
+Every error has a stable ``code`` (for logs, metrics and dead-letter headers) and an
+``exit_code`` for the CLI. The tree::
+
+    SupplybusError
+    ├── ConfigError            bad settings, bad catalog or bad file: fix the input
+    │   └── CatalogError       the topic catalog is invalid or names an unknown topic
+    ├── TransientError         retry with backoff; the batch and its order are kept
+    │   └── ServiceUnavailable
+    │       ├── BrokerUnavailable
+    │       └── DatabaseUnavailable
+    ├── PermanentError         the record can never succeed as it is: dead-letter it
+    │   ├── DecodeError        bad bytes or an unknown writer schema
+    │   ├── ValidationError    schema or domain check failed (carries field errors)
+    │   └── BusinessRuleError  a rule of the domain refused the event
+    ├── MigrationError         a migration failed; the database is left as it was
+    ├── EmbeddedServiceError   the embedded broker or database could not be started
+    └── DeadLetterError        a dead letter could not be written: do not commit offsets
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class SupplybusError(Exception):
+    """Root of every error supplybus raises on purpose."""
+
+    code: str = "SUPPLYBUS_ERROR"
+    exit_code: int = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(SupplybusError):
+    """A setting, file or argument is not what supplybus expects. Fix it and run again."""
+
+    code = "CONFIG"
+
+
+class CatalogError(ConfigError):
+    """The topic catalog is invalid, or a topic is not in it."""
+
+    code = "CATALOG"
+
+
+class TransientError(SupplybusError):
+    """A failure that may go away by itself: retry with backoff, keep the batch and order."""
+
+    code = "TRANSIENT"
+
+
+class ServiceUnavailable(TransientError):
+    """A service did not answer in time."""
+
+    code = "SERVICE_UNAVAILABLE"
+
+
+class BrokerUnavailable(ServiceUnavailable):
+    """The Kafka broker did not answer. Check KAFKA_BOOTSTRAP_SERVERS or run `supplybus up`."""
+
+    code = "BROKER_UNAVAILABLE"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """PostgreSQL did not answer. Check DATABASE_URL or run `supplybus up`."""
+
+    code = "DATABASE_UNAVAILABLE"
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One failed check: the field path, what was expected, what was found."""
+
+    path: str
+    expected: str
+    got: object = None
+
+    def __str__(self) -> str:
+        where = self.path or "<event>"
+        if self.got is None:
+            return f"{where}: {self.expected}"
+        return f"{where}: {self.expected}, got {self.got!r}"
+
+
+class PermanentError(SupplybusError):
+    """The record cannot succeed as it is; it goes to the dead-letter topic.
+
+    ``partition`` and ``offset`` locate the record when it came from Kafka.
+    """
+
+    code = "PERMANENT"
+
+    def __init__(
+        self, reason: str, *, partition: int | None = None, offset: int | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.partition = partition
+        self.offset = offset
+
+
+class DecodeError(PermanentError):
+    """The bytes are not a record supplybus can read (bad framing or unknown schema)."""
+
+    code = "DECODE"
+
+
+class ValidationError(PermanentError):
+    """An event failed its schema or domain checks; ``errors`` names each field."""
+
+    code = "VALIDATION"
+
+    def __init__(self, errors: Sequence[FieldError], *, context: str = "") -> None:
+        self.errors = tuple(errors)
+        head = f"{context}: " if context else ""
+        super().__init__(head + "; ".join(str(e) for e in self.errors))
+
+
+class BusinessRuleError(PermanentError):
+    """A domain rule refused the event (for example an unknown item)."""
+
+    code = "BUSINESS_RULE"
+
+
+class MigrationError(SupplybusError):
+    """A database migration failed; its transaction was rolled back."""
+
+    code = "MIGRATION"
+
+
+class EmbeddedServiceError(SupplybusError):
+    """The embedded broker or database could not be started or stopped."""
+
+    code = "EMBEDDED_SERVICE"
+
+
+class DeadLetterError(SupplybusError):
+    """A dead letter could not be written; the offset must not be committed."""
+
+    code = "DEAD_LETTER"

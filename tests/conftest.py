@@ -1,0 +1,100 @@
+"""Session services for the tests: the real broker and the real database.
+
+By default an embedded Tansu broker and an embedded PostgreSQL are started once per test
+session in a temporary SUPPLYBUS_HOME and stopped at the end, even on failure.
+``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL`` point the suite at running services instead;
+``SUPPLYBUS_TEST_KAFKA=testcontainers`` starts Apache Kafka (cp-kafka) with Docker.
+Tests are isolated by unique topic names and a PostgreSQL schema of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import NewTopic
+
+from supplybus.adapters.kafka import make_admin
+from supplybus.config import Settings
+from supplybus.ops import embedded, migrate
+
+
+@pytest.fixture(scope="session")
+def services_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("supplybus-home")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(services_home: Path) -> Iterator[str]:
+    if os.environ.get("SUPPLYBUS_TEST_KAFKA") == "testcontainers":
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer("confluentinc/cp-kafka:7.6.0") as kafka:
+            yield kafka.get_bootstrap_server()
+        return
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+        return
+    broker = embedded.start_broker(services_home, embedded.free_port())
+    try:
+        yield broker.bootstrap
+    finally:
+        embedded.stop_process(broker.pid)
+
+
+@pytest.fixture(scope="session")
+def database_url(services_home: Path) -> Iterator[str]:
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    uri = embedded.start_postgres(services_home)
+    try:
+        yield uri
+    finally:
+        embedded.stop_postgres(services_home)
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, database_url: str, tmp_path: Path) -> Settings:
+    """Settings on the session services, with a PostgreSQL schema of this test's own."""
+    return Settings(
+        home=tmp_path / "home",
+        kafka_bootstrap_servers=kafka_bootstrap,
+        database_url=database_url,
+        db_schema=f"t_{uuid.uuid4().hex[:12]}",
+        connect_timeout_s=10.0,
+    )
+
+
+@pytest.fixture
+def migrated(settings: Settings) -> Settings:
+    """``settings`` with every migration applied to the test's schema."""
+    migrate.migrate(settings)
+    return settings
+
+
+TopicFactory = Callable[..., str]
+
+
+@pytest.fixture
+def make_topic(settings: Settings) -> TopicFactory:
+    """Create a uniquely named topic on the broker and return its name."""
+
+    def create(prefix: str = "test", partitions: int = 3, **configs: str) -> str:
+        name = f"{prefix}.{uuid.uuid4().hex[:10]}.v1"
+        futures = make_admin(settings).create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=1, config=configs)]
+        )
+        for future in futures.values():
+            future.result(timeout=15)
+        return name
+
+    return create
+
+
+def with_catalog(settings: Settings, path: Path) -> Settings:
+    return replace(settings, topic_catalog=path)
