@@ -16,6 +16,7 @@ Every error has a stable ``code`` (for logs, metrics and dead-letter headers) an
     │   └── BusinessRuleError  a rule of the domain refused the event
     ├── MigrationError         a migration failed; the database is left as it was
     ├── EmbeddedServiceError   the embedded broker or database could not be started
+    ├── DeliveryError          Kafka did not acknowledge a record (after its own retries)
     └── DeadLetterError        a dead letter could not be written: do not commit offsets
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 
 class SupplybusError(Exception):
@@ -87,7 +89,8 @@ class FieldError:
         where = self.path or "<event>"
         if self.got is None:
             return f"{where}: {self.expected}"
-        return f"{where}: {self.expected}, got {self.got!r}"
+        shown = self.got if isinstance(self.got, int | float | Decimal) else repr(self.got)
+        return f"{where}: {self.expected}, got {shown}"
 
 
 class PermanentError(SupplybusError):
@@ -140,6 +143,12 @@ class EmbeddedServiceError(SupplybusError):
     """The embedded broker or database could not be started or stopped."""
 
     code = "EMBEDDED_SERVICE"
+
+
+class DeliveryError(SupplybusError):
+    """Kafka did not acknowledge records after the producer's own retries."""
+
+    code = "DELIVERY"
 
 
 class DeadLetterError(SupplybusError):

@@ -98,3 +98,24 @@ def make_topic(settings: Settings) -> TopicFactory:
 
 def with_catalog(settings: Settings, path: Path) -> Settings:
     return replace(settings, topic_catalog=path)
+
+
+@pytest.fixture
+def isolated(settings: Settings, tmp_path: Path) -> Settings:
+    """Settings whose topic catalog is the shipped one with every topic renamed uniquely
+    (prefix ``t<hex>.``) and created on the broker; the database schema is migrated."""
+    import yaml
+
+    from supplybus.ops.topic_admin import apply
+    from supplybus.ops.topic_catalog import load_catalog
+
+    doc = yaml.safe_load(Settings().topic_catalog.read_text())
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    for entry in doc["topics"]:
+        entry["name"] = prefix + entry["name"]
+    path = tmp_path / "topics.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    isolated_settings = replace(settings, topic_catalog=path)
+    apply(isolated_settings, load_catalog(path))
+    migrate.migrate(isolated_settings)
+    return isolated_settings

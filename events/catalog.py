@@ -1,0 +1,71 @@
+"""The event catalog: schemas + topic catalog + codec, joined.
+
+``prepare`` turns an event record into what goes on the wire: validated, encoded, with its
+topic (by event type and priority lane), key and routing headers. The publisher and the
+processor runtime's outbox both use it, so every event leaves supplybus the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from supplybus.config import Settings
+from supplybus.errors import FieldError, ValidationError
+from supplybus.events.codec import Codec, event_type_of, make_codec
+from supplybus.events.headers import routing_headers
+from supplybus.events.registry import SchemaStore, default_store
+from supplybus.events.validation import validate
+from supplybus.ops.topic_catalog import Catalog, load_catalog
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """An encoded event ready for Kafka (or for the outbox)."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    envelope: Mapping[str, Any]
+
+
+class EventCatalog:
+    def __init__(self, store: SchemaStore, topics: Catalog, codec: Codec) -> None:
+        self.store = store
+        self.topics = topics
+        self.codec = codec
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EventCatalog:
+        store = default_store()
+        return cls(
+            store,
+            load_catalog(settings.topic_catalog),
+            make_codec(store, settings.schema_registry_url),
+        )
+
+    def conform(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate (schema and domain checks) and convert to Avro Python values."""
+        event_type = event_type_of(record)
+        sv = self.store.latest(event_type)
+        conformed = validate(sv, record)
+        if conformed["envelope"]["schema_version"] != sv.version:
+            conformed["envelope"]["schema_version"] = sv.version
+        if conformed["envelope"]["event_type"] != sv.event_type:
+            raise ValidationError([FieldError("envelope.event_type", sv.event_type)])
+        return conformed
+
+    def prepare(self, record: Mapping[str, Any], *, check: bool = True) -> Outgoing:
+        """Validated (unless ``check`` is False), encoded, routed."""
+        conformed = self.conform(record) if check else dict(record)
+        envelope = conformed["envelope"]
+        topic = self.topics.topic_for(envelope["event_type"], str(envelope.get("priority")))
+        return Outgoing(
+            topic=topic.name,
+            key=topic.key_for(conformed).encode(),
+            value=self.codec.encode(conformed),
+            headers=routing_headers(envelope, self.codec.fingerprint_of(envelope["event_type"])),
+            envelope=envelope,
+        )
