@@ -1,0 +1,1 @@
+"""The processor runtime: knows nothing of the domain."""
