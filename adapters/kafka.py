@@ -98,6 +98,33 @@ def wait_for_broker(settings: Settings, timeout_s: float | None = None) -> list[
     return sorted(metadata.topics)
 
 
+def is_tansu(client: Consumer | AdminClient, timeout_s: float = 5.0) -> bool:
+    """True when the cluster is a Tansu broker (its default cluster id says so)."""
+    try:
+        cluster_id = client.list_topics(timeout=timeout_s).cluster_id or ""
+    except KafkaException:
+        return False
+    return "tansu" in cluster_id.lower()
+
+
+def leaves_group_on_close(settings: Settings, consumer: Consumer) -> bool:
+    """Whether a consumer should send LeaveGroup when it stops.
+
+    Tansu 0.6 leaves a group stuck for good when a member leaves during a rebalance; a
+    member that just stops sending heartbeats is evicted after the session timeout instead.
+    """
+    if settings.kafka_leave_group != "auto":
+        return settings.kafka_leave_group == "yes"
+    return not is_tansu(consumer)
+
+
+def release(consumer: Consumer, *, leave_group: bool) -> None:
+    """Close the consumer, or (without LeaveGroup) let it expire from its group."""
+    if leave_group:
+        consumer.close()
+    # else: dropping the last reference destroys the client without a consumer close
+
+
 def headers_dict(headers: list[tuple[str, bytes | None]] | None) -> Mapping[str, bytes]:
     """Kafka headers as a dict (the last value wins for repeated keys)."""
     return {k: v for k, v in (headers or []) if v is not None}

@@ -76,6 +76,18 @@ FIELDS: tuple[Field, ...] = (
         int,
         "Consumer group heartbeat interval.",
     ),
+    Field(
+        "group_prefix",
+        "SUPPLYBUS_GROUP_PREFIX",
+        str,
+        "Prefix of consumer group names: `<prefix>.<processor>`.",
+    ),
+    Field(
+        "kafka_leave_group",
+        "SUPPLYBUS_KAFKA_LEAVE_GROUP",
+        str,
+        "auto, yes or no: send LeaveGroup on shutdown (auto: yes, except on Tansu; ADR 0004).",
+    ),
     Field("log_level", "SUPPLYBUS_LOG_LEVEL", str, "DEBUG, INFO, WARNING or ERROR."),
 )
 
@@ -103,6 +115,8 @@ class Settings:
     connect_timeout_s: float = 10.0
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 500
+    group_prefix: str = "supplybus"
+    kafka_leave_group: str = "auto"
     log_level: str = "WARNING"
 
     @property
@@ -177,6 +191,10 @@ def _check(s: Settings) -> None:
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(
             f"SUPPLYBUS_LOG_LEVEL: expected DEBUG, INFO, WARNING or ERROR, got {s.log_level!r}"
+        )
+    if s.kafka_leave_group not in ("auto", "yes", "no"):
+        raise ConfigError(
+            f"SUPPLYBUS_KAFKA_LEAVE_GROUP: expected auto, yes or no, got {s.kafka_leave_group!r}"
         )
     if not s.db_schema.isidentifier():
         raise ConfigError(f"SUPPLYBUS_DB_SCHEMA: expected an SQL identifier, got {s.db_schema!r}")

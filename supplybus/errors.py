@@ -17,6 +17,7 @@ Every error has a stable ``code`` (for logs, metrics and dead-letter headers) an
     ├── MigrationError         a migration failed; the database is left as it was
     ├── EmbeddedServiceError   the embedded broker or database could not be started
     ├── DeliveryError          Kafka did not acknowledge a record (after its own retries)
+    ├── ProcessorError         a processor's code or tables are broken: stop, commit nothing
     └── DeadLetterError        a dead letter could not be written: do not commit offsets
 """
 
@@ -149,6 +150,13 @@ class DeliveryError(SupplybusError):
     """Kafka did not acknowledge records after the producer's own retries."""
 
     code = "DELIVERY"
+
+
+class ProcessorError(SupplybusError):
+    """A processor failed in a way no single event explains (a missing table, a bug hitting
+    every event). Nothing of the batch was committed; fix the processor and restart it."""
+
+    code = "PROCESSOR"
 
 
 class DeadLetterError(SupplybusError):

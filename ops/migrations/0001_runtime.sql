@@ -17,9 +17,10 @@ CREATE TABLE outbox (
     id             bigserial   PRIMARY KEY,
     topic          text        NOT NULL,
     key            bytea,
-    value          bytea       NOT NULL,
-    event_id       uuid        NOT NULL,
-    event_type     text        NOT NULL,
+    value          bytea,
+    headers        jsonb,                 -- extra headers as [[name, base64], ...] (dead letters)
+    event_id       uuid,                  -- null for a dead letter that could not be decoded
+    event_type     text,
     correlation_id text,
     causation_id   text,
     priority       text,
@@ -41,7 +42,7 @@ CREATE TABLE dead_letters (
     record_timestamp timestamptz,
     key              bytea,
     value            bytea,
-    headers          jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    headers          jsonb       NOT NULL DEFAULT '[]'::jsonb,  -- [[name, base64], ...]
     event_id         uuid,
     event_type       text,
     correlation_id   text,

@@ -1,0 +1,73 @@
+"""stock-balances: on-hand stock per location, item and lot, from StockMovement events.
+
+Set-based: one upsert per batch with the movements summed per (location, item, lot).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+import psycopg
+
+from supplybus.consumers.runtime.processor import Event, Processor, Record
+
+#: Direction of each movement kind; ADJUSTMENT carries its own sign.
+DIRECTION = {
+    "RECEIPT": 1,
+    "TRANSFER_IN": 1,
+    "RETURN": 1,
+    "ADJUSTMENT": 1,
+    "ISSUE": -1,
+    "TRANSFER_OUT": -1,
+    "WRITE_OFF": -1,
+}
+
+_UPSERT = """
+INSERT INTO stock_balances (location_id, item_id, lot_number, uom, on_hand, movements)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::numeric[], %s::bigint[])
+ON CONFLICT (location_id, item_id, lot_number) DO UPDATE
+SET on_hand = stock_balances.on_hand + EXCLUDED.on_hand,
+    movements = stock_balances.movements + EXCLUDED.movements,
+    updated_at = now()
+"""
+
+
+def signed_quantity(record: Record) -> Decimal:
+    value: Decimal = record["quantity"]["value"]
+    return value * DIRECTION[record["kind"]]
+
+
+def apply_movements(events: Sequence[Event], conn: psycopg.Connection) -> list[Record]:
+    totals: dict[tuple[str, str, str], list[object]] = {}
+    for event in events:
+        r = event.record
+        key = (r["location_id"], r["item_id"], r["lot_number"] or "")
+        entry = totals.get(key)
+        if entry is None:
+            totals[key] = [r["quantity"]["uom"], signed_quantity(r), 1]
+        else:
+            entry[1] += signed_quantity(r)  # type: ignore[operator]
+            entry[2] += 1  # type: ignore[operator]
+    if totals:
+        keys = list(totals)
+        conn.execute(
+            _UPSERT,
+            (
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [k[2] for k in keys],
+                [totals[k][0] for k in keys],
+                [totals[k][1] for k in keys],
+                [totals[k][2] for k in keys],
+            ),
+        )
+    return []
+
+
+processor = Processor(
+    name="stock-balances",
+    consumes=("StockMovement",),
+    handle=apply_movements,
+    description="On-hand stock per location, item and lot.",
+)

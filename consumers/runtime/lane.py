@@ -1,0 +1,309 @@
+"""One consumer loop: a processor's routine or critical lane.
+
+consume a batch -> decode -> apply in one transaction (retrying transient errors with the
+batch kept and consumption paused) -> commit the batch's offsets. Offsets are committed only
+after the transaction committed; a crash in between re-delivers the batch, and the ledger
+skips what was applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import psycopg
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from tenacity import (
+    RetryCallState,
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_when_event_set,
+    wait_exponential_jitter,
+)
+
+from supplybus.adapters.kafka import leaves_group_on_close, make_consumer, release
+from supplybus.adapters.postgres import connect
+from supplybus.config import Settings
+from supplybus.consumers.runtime.apply import TRANSIENT_DB_ERRORS, BatchApplier, Outcome
+from supplybus.consumers.runtime.deadletter import Failure
+from supplybus.consumers.runtime.processor import Event, Processor
+from supplybus.errors import SupplybusError, TransientError
+from supplybus.events.catalog import EventCatalog
+from supplybus.ops.metrics import Metrics
+
+LaneName = Literal["routine", "critical"]
+log = logging.getLogger("supplybus.runtime")
+
+
+class PriorityGate:
+    """Routine lanes hold back while a critical lane has a batch in hand."""
+
+    def __init__(self) -> None:
+        self._busy = 0
+        self._idle = threading.Condition()
+
+    def enter(self) -> None:
+        with self._idle:
+            self._busy += 1
+
+    def leave(self) -> None:
+        with self._idle:
+            self._busy -= 1
+            if self._busy == 0:
+                self._idle.notify_all()
+
+    def wait_clear(self, timeout: float = 0.5) -> None:
+        with self._idle:
+            if self._busy:
+                self._idle.wait(timeout)
+
+
+@dataclass
+class LaneStats:
+    batches: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    dead: int = 0
+    skipped: int = 0
+    last_record_at: float = 0.0
+    assigned: bool = False  # joined the group and received an assignment (maybe empty)
+
+
+class Lane:
+    """Runs one lane of one processor until ``stop`` is set (a thread target)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        processor: Processor,
+        lane: LaneName,
+        topics: Sequence[str],
+        catalog: EventCatalog,
+        metrics: Metrics,
+        stop: threading.Event,
+        gate: PriorityGate,
+    ) -> None:
+        self.settings = settings
+        self.processor = processor
+        self.lane = lane
+        self.topics = list(topics)
+        self.catalog = catalog
+        self.metrics = metrics
+        self.stop = stop
+        self.gate = gate
+        self.stats = LaneStats(last_record_at=time.monotonic())
+        self.error: BaseException | None = None
+        self.applier = BatchApplier(processor, catalog, self._dlq_topic)
+        self._conn: psycopg.Connection | None = None
+        suffix = ".critical" if lane == "critical" else ""
+        self.group_id = f"{settings.group_prefix}.{processor.name}{suffix}"
+
+    def _dlq_topic(self, topic: str) -> str:
+        dlq = self.catalog.topics.topic(topic).dlq
+        if dlq is None:  # pragma: no cover - the catalog gives every stream topic a DLQ
+            raise SupplybusError(f"topic {topic} has no dead-letter topic in the catalog")
+        return dlq
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:
+            self.error = exc
+            log.exception("lane stopped by an error", extra=self._ctx())
+            self.stop.set()
+        finally:
+            self._drop_connection()
+
+    def _ctx(self, **extra: Any) -> dict[str, Any]:
+        return {"processor": self.processor.name, "lane": self.lane, **extra}
+
+    def _run(self) -> None:
+        overrides = {"fetch.wait.max.ms": 50} if self.lane == "critical" else {}
+        consumer = make_consumer(self.settings, self.group_id, **overrides)
+        leave = leaves_group_on_close(self.settings, consumer)
+        consumer.subscribe(self.topics, on_assign=self._on_assign)
+        log.info("lane started on %s", ", ".join(self.topics), extra=self._ctx())
+        try:
+            while not self.stop.is_set():
+                if self.lane == "routine":
+                    self.gate.wait_clear()
+                msgs = consumer.consume(self.processor.batch_size, timeout=0.2)
+                if not msgs:
+                    continue
+                self.stats.last_record_at = time.monotonic()
+                if self.lane == "critical":
+                    self.gate.enter()
+                try:
+                    self._handle(consumer, msgs)
+                finally:
+                    if self.lane == "critical":
+                        self.gate.leave()
+        finally:
+            release(consumer, leave_group=leave)
+            del consumer
+            log.info(
+                "lane stopped (%s)",
+                "left the group" if leave else "expires from the group",
+                extra=self._ctx(),
+            )
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.stats.assigned = True
+        self.stats.last_record_at = time.monotonic()
+        log.info("assigned %d partition(s)", len(partitions), extra=self._ctx())
+
+    def _handle(self, consumer: Consumer, msgs: list[Message]) -> None:
+        started = time.perf_counter()
+        events, failures, skipped = self._decode(msgs)
+        outcome = self._apply_retrying(consumer, events, failures)
+        if outcome is None:  # stopped while the database was unreachable: nothing committed
+            return
+        self._commit(consumer, msgs)
+        self._account(outcome, skipped, time.perf_counter() - started)
+
+    def _decode(self, msgs: list[Message]) -> tuple[list[Event], list[Failure], int]:
+        events: list[Event] = []
+        failures: list[Failure] = []
+        skipped = 0
+        decode = self.catalog.codec.decode
+        accepts = self.processor.consumes
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise KafkaException(err)
+                log.warning("consumer error: %s", err.str(), extra=self._ctx())
+                continue
+            value = msg.value()
+            _, timestamp = msg.timestamp()
+            try:
+                decoded = decode(value)
+            except SupplybusError as exc:
+                failures.append(
+                    Failure(
+                        msg.topic(),
+                        msg.partition(),
+                        msg.offset(),
+                        timestamp,
+                        msg.key(),
+                        value,
+                        msg.headers() or [],
+                        exc,
+                    )
+                )
+                continue
+            if decoded.event_type not in accepts:
+                skipped += 1
+                continue
+            events.append(
+                Event(
+                    decoded.event_type,
+                    decoded.record,
+                    msg.topic(),
+                    msg.partition(),
+                    msg.offset(),
+                    msg.key(),
+                    timestamp,
+                    value,
+                    msg.headers() or [],
+                )
+            )
+        return events, failures, skipped
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.settings)
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
+
+    def _apply_retrying(
+        self, consumer: Consumer, events: list[Event], failures: list[Failure]
+    ) -> Outcome | None:
+        paused: list[TopicPartition] = []
+
+        def on_retry(state: RetryCallState) -> None:
+            self._drop_connection()
+            self.metrics.retries.labels(self.processor.name).inc()
+            if not paused:
+                paused.extend(consumer.assignment())
+                consumer.pause(paused)
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning("transient failure, retrying the batch: %s", exc, extra=self._ctx())
+
+        retrying = Retrying(
+            retry=retry_if_exception_type((TransientError, *TRANSIENT_DB_ERRORS)),
+            wait=wait_exponential_jitter(initial=0.1, max=5.0, jitter=0.5),
+            stop=stop_when_event_set(self.stop),
+            before_sleep=on_retry,
+            sleep=lambda seconds: self.stop.wait(seconds) and None,
+        )
+        try:
+            return retrying(lambda: self.applier.apply(self._connection(), events, failures))
+        except RetryError:
+            return None
+        finally:
+            if paused:
+                consumer.resume(paused)
+
+    def _commit(self, consumer: Consumer, msgs: list[Message]) -> None:
+        last: dict[tuple[str, int], int] = {}
+        for msg in msgs:
+            if msg.error() is None:
+                last[(msg.topic(), msg.partition())] = msg.offset()
+        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:  # e.g. rebalanced meanwhile: the ledger covers re-delivery
+            log.warning(
+                "offset commit failed (will be re-delivered and skipped): %s",
+                exc,
+                extra=self._ctx(),
+            )
+
+    def _account(self, outcome: Outcome, skipped: int, seconds: float) -> None:
+        m, name = self.metrics, self.processor.name
+        stats = self.stats
+        stats.batches += 1
+        stats.applied += len(outcome.applied)
+        stats.duplicates += outcome.duplicates
+        stats.dead += len(outcome.dead)
+        stats.skipped += skipped
+        m.batch_duration.labels(name, self.lane).observe(seconds)
+        for (topic, event_type), n in Counter(
+            (e.topic, e.event_type) for e in outcome.applied
+        ).items():
+            m.processed.labels(name, topic, event_type).inc(n)
+        if outcome.duplicates:
+            m.duplicate.labels(name, self.topics[0], "*").inc(outcome.duplicates)
+        if outcome.emitted:
+            m.emitted.labels(name).inc(outcome.emitted)
+        now = dt.datetime.now(dt.UTC)
+        latency = m.latency.labels(name, self.lane)
+        for event in outcome.applied:
+            occurred = event.envelope.get("occurred_at")
+            if isinstance(occurred, dt.datetime):
+                latency.observe(max(0.0, (now - occurred).total_seconds()))
+        for failure in outcome.dead:
+            m.failed.labels(name, failure.topic, failure.event_type or "undecodable").inc()
+            m.dead_lettered.labels(name, failure.topic, failure.error_code).inc()
+            log.warning(
+                "dead-lettered %s[%d]@%d: %s",
+                failure.topic,
+                failure.partition,
+                failure.offset,
+                failure.error,
+                extra=self._ctx(event_id=failure.event_id, correlation_id=failure.correlation_id),
+            )

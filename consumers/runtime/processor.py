@@ -1,0 +1,75 @@
+"""The processor contract: a name, the event types it consumes, and a handler.
+
+A handler receives the batch's fresh events (duplicates already skipped by the ledger) and the
+open database transaction; it writes its effects with that connection and returns the events
+it emits (full records with an envelope, see ``supplybus.events.envelope.caused_by``). The
+runtime commits ledger, effects and outbox rows together, then the Kafka offsets.
+
+A handler raises ``PermanentError`` (for example ``BusinessRuleError``) for an event that can
+never succeed: the runtime isolates it and dead-letters it; the rest of the batch commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+Record = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A decoded event and where it came from."""
+
+    event_type: str
+    record: dict[str, Any]
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    timestamp_ms: int
+    raw_value: bytes = field(default=b"", repr=False)
+    headers: list[tuple[str, bytes]] = field(default_factory=list, repr=False)
+
+    @property
+    def envelope(self) -> dict[str, Any]:
+        return self.record["envelope"]  # type: ignore[no-any-return]
+
+    @property
+    def event_id(self) -> str:
+        return str(self.record["envelope"]["event_id"])
+
+
+BatchHandler = Callable[[Sequence[Event], psycopg.Connection], Iterable[Record]]
+EventHandler = Callable[[Event, psycopg.Connection], Iterable[Record]]
+
+
+@dataclass(frozen=True)
+class Processor:
+    """A stream processor. ``name`` is its consumer group and its ledger namespace."""
+
+    name: str
+    consumes: tuple[str, ...]
+    handle: BatchHandler
+    setup: Callable[[psycopg.Connection], None] | None = None
+    description: str = ""
+    batch_size: int = field(default=1000)
+
+    def accepts(self, event_type: str) -> bool:
+        return event_type in self.consumes
+
+
+def per_event(handler: EventHandler) -> BatchHandler:
+    """A batch handler that calls ``handler`` for each event in order."""
+
+    def handle(events: Sequence[Event], conn: psycopg.Connection) -> list[Record]:
+        emitted: list[Record] = []
+        for event in events:
+            emitted.extend(handler(event, conn))
+        return emitted
+
+    handle.__name__ = getattr(handler, "__name__", "handle")
+    return handle

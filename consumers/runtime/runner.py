@@ -1,0 +1,130 @@
+"""Running processors: a routine and a critical lane per processor, the outbox relay, signals.
+
+SIGTERM or SIGINT: every lane finishes its batch, commits, and leaves its group. With
+``until_idle``, the runner stops once no lane has seen a record for that many seconds and the
+outbox is drained (idleness is observed, never inferred from the broker's high watermark).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+
+from supplybus.adapters.postgres import connect
+from supplybus.config import Settings
+from supplybus.consumers.runtime.lane import Lane, LaneName, PriorityGate
+from supplybus.consumers.runtime.processor import Processor
+from supplybus.errors import ConfigError
+from supplybus.events.catalog import EventCatalog
+from supplybus.ops.metrics import Metrics
+from supplybus.producers.relay import OutboxRelay
+
+log = logging.getLogger("supplybus.runtime")
+
+
+def lane_topics(catalog: EventCatalog, processor: Processor) -> dict[LaneName, list[str]]:
+    """The topics of each lane: every catalog topic carrying an event type it consumes."""
+    lanes: dict[LaneName, list[str]] = {"routine": [], "critical": []}
+    for event_type in processor.consumes:
+        routine = catalog.topics.topic_for(event_type)
+        for topic in catalog.topics.lanes_of(routine.stream):
+            if topic.name not in lanes[topic.lane]:
+                lanes[topic.lane].append(topic.name)
+    return lanes
+
+
+@dataclass
+class Runner:
+    settings: Settings
+    processors: Sequence[Processor]
+    relay: bool = False
+    until_idle: float | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    stop: threading.Event = field(default_factory=threading.Event)
+    lanes: list[Lane] = field(default_factory=list)
+    relay_worker: OutboxRelay | None = None
+    signals: bool = True
+
+    def start(self) -> list[threading.Thread]:
+        catalog = EventCatalog.from_settings(self.settings)
+        gate = PriorityGate()
+        for processor in self.processors:
+            unknown = [e for e in processor.consumes if e not in catalog.store.by_type]
+            if unknown:
+                raise ConfigError(f"processor {processor.name}: unknown event types {unknown}")
+            if processor.setup is not None:
+                with connect(self.settings) as conn:
+                    processor.setup(conn)
+            for lane, topics in lane_topics(catalog, processor).items():
+                if topics:
+                    self.lanes.append(
+                        Lane(
+                            self.settings,
+                            processor,
+                            lane,
+                            topics,
+                            catalog,
+                            self.metrics,
+                            self.stop,
+                            gate,
+                        )
+                    )
+        threads = [
+            threading.Thread(target=lane.run, name=f"{lane.group_id}", daemon=True)
+            for lane in self.lanes
+        ]
+        if self.relay:
+            self.relay_worker = OutboxRelay(self.settings, self.metrics)
+            threads.append(
+                threading.Thread(
+                    target=self.relay_worker.run, args=(self.stop,), name="relay", daemon=True
+                )
+            )
+        for thread in threads:
+            thread.start()
+        return threads
+
+    def run(self) -> int:
+        """Run until a signal, an error, or idleness (with ``until_idle``); returns an exit code."""
+        self._install_signals()
+        threads = self.start()
+        try:
+            while not self.stop.wait(0.2):
+                if self.until_idle is not None and self._idle():
+                    log.info("idle for %.1fs: stopping", self.until_idle)
+                    self.stop.set()
+        finally:
+            self.stop.set()
+            deadline = time.monotonic() + 10
+            for thread in threads:
+                thread.join(max(0.1, deadline - time.monotonic()))
+        failed = [lane for lane in self.lanes if lane.error is not None]
+        relay_failed = self.relay_worker is not None and self.relay_worker.error is not None
+        return 1 if failed or relay_failed else 0
+
+    def _idle(self) -> bool:
+        now = time.monotonic()
+        wait = self.until_idle or 0.0
+        quiet = all(
+            lane.stats.assigned and now - lane.stats.last_record_at >= wait for lane in self.lanes
+        )
+        drained = self.relay_worker is None or (
+            self.relay_worker.stats.rounds > 0 and self.relay_worker.stats.backlog == 0
+        )
+        return quiet and drained
+
+    def _install_signals(self) -> None:
+        if not self.signals or threading.current_thread() is not threading.main_thread():
+            return
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            log.info("signal %d: finishing the batch in hand, then leaving", signum)
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)

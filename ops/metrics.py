@@ -1,0 +1,97 @@
+"""Prometheus metrics of supplybus: every name in one place, on a registry passed explicitly.
+
+Names (all prefixed ``supplybus_``):
+- ``events_processed_total``     events applied, by processor, topic and event type
+- ``events_duplicate_total``     events skipped by the idempotency ledger
+- ``events_failed_total``        events that failed permanently (then dead-lettered)
+- ``events_dead_lettered_total`` dead letters written, by processor, topic and error code
+- ``events_emitted_total``       events written to the outbox by processors
+- ``batch_duration_seconds``     time to apply one batch (transaction and offset commit)
+- ``end_to_end_latency_seconds`` from the event's occurred_at to its effects being committed
+- ``transient_retries_total``    retries after transient errors (database or broker down)
+- ``outbox_backlog``             outbox rows not yet published (set by the relay)
+- ``outbox_published_total``     outbox rows published by the relay
+- ``consumer_lag``               records behind the high watermark (approximate on Tansu)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+MetricName = Literal[
+    "events_processed_total",
+    "events_duplicate_total",
+    "events_failed_total",
+    "events_dead_lettered_total",
+    "events_emitted_total",
+    "batch_duration_seconds",
+    "end_to_end_latency_seconds",
+    "transient_retries_total",
+    "outbox_backlog",
+    "outbox_published_total",
+    "consumer_lag",
+]
+
+_EVENT = ("processor", "topic", "event_type")
+
+
+class Metrics:
+    """The supplybus metrics on their own registry (one per process, passed explicitly)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.processed = Counter("supplybus_events_processed", "Events applied", _EVENT, registry=r)
+        self.duplicate = Counter(
+            "supplybus_events_duplicate", "Events skipped as already applied", _EVENT, registry=r
+        )
+        self.failed = Counter(
+            "supplybus_events_failed", "Events that failed permanently", _EVENT, registry=r
+        )
+        self.dead_lettered = Counter(
+            "supplybus_events_dead_lettered",
+            "Dead letters written",
+            ("processor", "topic", "error_code"),
+            registry=r,
+        )
+        self.emitted = Counter(
+            "supplybus_events_emitted", "Events written to the outbox", ("processor",), registry=r
+        )
+        self.batch_duration = Histogram(
+            "supplybus_batch_duration_seconds",
+            "Time to apply one batch",
+            ("processor", "lane"),
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.latency = Histogram(
+            "supplybus_end_to_end_latency_seconds",
+            "occurred_at to effects committed",
+            ("processor", "lane"),
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+            registry=r,
+        )
+        self.retries = Counter(
+            "supplybus_transient_retries",
+            "Retries after transient errors",
+            ("processor",),
+            registry=r,
+        )
+        self.outbox_backlog = Gauge(
+            "supplybus_outbox_backlog", "Outbox rows not yet published", registry=r
+        )
+        self.outbox_published = Counter(
+            "supplybus_outbox_published", "Outbox rows published", registry=r
+        )
+        self.consumer_lag = Gauge(
+            "supplybus_consumer_lag",
+            "Records behind the high watermark (approximate on Tansu)",
+            ("processor", "topic", "partition"),
+            registry=r,
+        )
+
+    def serve(self, port: int) -> None:
+        """Expose /metrics on 127.0.0.1:port (Prometheus text format)."""
+        start_http_server(port, addr="127.0.0.1", registry=self.registry)
