@@ -16,7 +16,7 @@ import psycopg
 from supplybus.consumers.runtime import deadletter, ledger, outbox
 from supplybus.consumers.runtime.deadletter import Failure
 from supplybus.consumers.runtime.processor import Event, Processor
-from supplybus.errors import PermanentError, ProcessorError, TransientError, ValidationError
+from supplybus.errors import PermanentError, ProcessorError, TransientError
 from supplybus.events.catalog import EventCatalog
 
 #: psycopg errors that mean "the connection or server is gone / try again", never the event.
@@ -108,7 +108,7 @@ class BatchApplier:
 
 
 def _blames_event(error: BaseException) -> bool:
-    return isinstance(error, PermanentError | ValidationError | EVENT_DB_ERRORS)
+    return isinstance(error, (PermanentError, *EVENT_DB_ERRORS))
 
 
 def _failure_of(event: Event, error: BaseException) -> Failure:

@@ -21,7 +21,6 @@ from typing import Any, Literal
 import psycopg
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from tenacity import (
-    RetryCallState,
     RetryError,
     Retrying,
     retry_if_exception_type,
@@ -232,31 +231,36 @@ class Lane:
     def _apply_retrying(
         self, consumer: Consumer, events: list[Event], failures: list[Failure]
     ) -> Outcome | None:
-        paused: list[TopicPartition] = []
+        """Apply the batch; on a transient error pause the partitions and retry with backoff.
 
-        def on_retry(state: RetryCallState) -> None:
-            self._drop_connection()
-            self.metrics.retries.labels(self.processor.name).inc()
-            if not paused:
-                paused.extend(consumer.assignment())
-                consumer.pause(paused)
-            exc = state.outcome.exception() if state.outcome else None
-            log.warning("transient failure, retrying the batch: %s", exc, extra=self._ctx())
-
+        The first attempt runs without tenacity (the hot path); returns None when stopped.
+        """
+        try:
+            return self.applier.apply(self._connection(), events, failures)
+        except (TransientError, *TRANSIENT_DB_ERRORS) as exc:
+            self._on_transient(exc)
+        paused = consumer.assignment()
+        consumer.pause(paused)
         retrying = Retrying(
             retry=retry_if_exception_type((TransientError, *TRANSIENT_DB_ERRORS)),
-            wait=wait_exponential_jitter(initial=0.1, max=5.0, jitter=0.5),
+            wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.5),
             stop=stop_when_event_set(self.stop),
-            before_sleep=on_retry,
-            sleep=lambda seconds: self.stop.wait(seconds) and None,
+            before_sleep=lambda state: self._on_transient(
+                state.outcome.exception() if state.outcome else None
+            ),
+            sleep=self.stop.wait,
         )
         try:
             return retrying(lambda: self.applier.apply(self._connection(), events, failures))
         except RetryError:
             return None
         finally:
-            if paused:
-                consumer.resume(paused)
+            consumer.resume(paused)
+
+    def _on_transient(self, exc: BaseException | None) -> None:
+        self._drop_connection()
+        self.metrics.retries.labels(self.processor.name).inc()
+        log.warning("transient failure, retrying the batch: %s", exc, extra=self._ctx())
 
     def _commit(self, consumer: Consumer, msgs: list[Message]) -> None:
         last: dict[tuple[str, int], int] = {}

@@ -1,0 +1,137 @@
+"""The processor runtime on the real broker and database, in-process (fast cases)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import replace
+
+from supplybus.adapters.kafka import make_producer
+from supplybus.adapters.postgres import connect
+from supplybus.config import Settings
+from supplybus.consumers.runtime import deadletter as dl
+from supplybus.consumers.runtime.processor import Processor
+from supplybus.consumers.runtime.runner import Runner
+from supplybus.events.catalog import EventCatalog
+from tests import flood
+from tests.processors import keyed_sums
+from tests.test_events_kafka import read_all
+
+
+def _run(settings: Settings, processors: list[Processor], *, relay: bool = True) -> Runner:
+    runner = Runner(settings, processors, relay=relay, until_idle=1.5, signals=False)
+    assert runner.run() == 0, [lane.error for lane in runner.lanes]
+    return runner
+
+
+def _fresh_group(settings: Settings) -> Settings:
+    return replace(settings, group_prefix=f"g{uuid.uuid4().hex[:8]}")
+
+
+def test_poison_and_invalid_events_are_dead_lettered_with_lineage(isolated: Settings) -> None:
+    settings = _fresh_group(isolated)
+    catalog = EventCatalog.from_settings(settings)
+    topic = catalog.topics.topic_for("StockMovement")
+    records = flood.load("poison", keys=8, per_key=25)
+    bad = next(r for r in records if r["item_id"] == "K0003" and r["reference_id"] == "7")
+    bad["reason"] = "reject"
+    flood.publish(settings, records[:100])
+    producer = make_producer(settings)
+    producer.produce(
+        topic.name,
+        b"\xc3\x01not-avro-at-all",
+        b"K0005@LOC-1",
+        headers=[("sb-correlation-id", b"poison-1")],
+    )
+    producer.flush(10)
+    flood.publish(settings, records[100:])
+
+    _run(settings, [keyed_sums()])
+
+    flood.check_exactly_once(settings, keys=8, per_key=25, skip={("K0003", 7)})
+    with connect(settings) as conn:
+        rows = conn.execute(
+            'SELECT topic, partition, "offset", error_class, error_code, message, event_id,'
+            " correlation_id, dlq_topic, attempts, key, value, status FROM dead_letters"
+            " ORDER BY error_class"
+        ).fetchall()
+        ledger = conn.execute("SELECT count(*) FROM processed_events").fetchone()
+    assert ledger == (8 * 25 - 1,)  # the dead-lettered event is not in the ledger
+    assert [r[3] for r in rows] == ["BusinessRuleError", "DecodeError"]
+    business, poison = rows
+    assert business[0] == poison[0] == topic.name
+    assert business[4] == "BUSINESS_RULE" and "reason says reject" in business[5]
+    assert str(business[6]) == bad["envelope"]["event_id"]
+    assert poison[4] == "DECODE" and poison[6] is None
+    assert bytes(poison[11]) == b"\xc3\x01not-avro-at-all" and bytes(poison[10]) == b"K0005@LOC-1"
+    assert {r[8] for r in rows} == {topic.dlq} and {r[12] for r in rows} == {"open"}
+
+    dlq = read_all(settings, topic.dlq or "", 1, expect=2)
+    assert len(dlq) == 2
+    by_class = {dict(m.headers())[dl.H_ERROR_CLASS].decode(): m for m in dlq}
+    poison_msg = by_class["DecodeError"]
+    headers = dict(poison_msg.headers())
+    assert poison_msg.value() == b"\xc3\x01not-avro-at-all"
+    assert headers[dl.H_TOPIC].decode() == topic.name
+    assert int(headers[dl.H_OFFSET]) == poison[2] and int(headers[dl.H_PARTITION]) == poison[1]
+    assert headers[dl.H_PROCESSOR] == b"keyed-sums" and headers[dl.H_ATTEMPTS] == b"1"
+    assert headers[dl.H_CORRELATION] == b"poison-1"
+    for name in (dl.H_TIMESTAMP, dl.H_STACK, dl.H_FIRST, dl.H_LAST, dl.H_MESSAGE, dl.H_ERROR_CODE):
+        assert headers.get(name), name
+    business_msg = by_class["BusinessRuleError"]
+    assert catalog.codec.decode(business_msg.value()).record["reason"] == "reject"
+
+    # Re-delivery of everything (a new group starts from the beginning): nothing doubles.
+    _run(_fresh_group(settings), [keyed_sums()])
+    flood.check_exactly_once(settings, keys=8, per_key=25, skip={("K0003", 7)})
+    with connect(settings) as conn:
+        attempts = conn.execute("SELECT attempts FROM dead_letters ORDER BY error_class").fetchall()
+    assert attempts == [(2,), (2,)]
+    assert len(read_all(settings, topic.dlq or "", 1, expect=3, timeout=3)) == 2
+
+
+def test_emitted_events_are_published_once_and_resends_are_skipped(isolated: Settings) -> None:
+    settings = _fresh_group(isolated)
+    catalog = EventCatalog.from_settings(settings)
+    records = flood.load("emit", keys=5, per_key=10, reason="emit")
+    flood.publish(settings, records)
+    _run(settings, [keyed_sums()])
+    risk = catalog.topics.topic_for("StockoutRisk")
+    published = read_all(settings, risk.name, risk.partitions, expect=50)
+    assert len(published) == 50
+    decoded = [catalog.codec.decode(m.value()).record for m in published]
+    causes = {r["envelope"]["causation_id"] for r in decoded}
+    assert causes == {r["envelope"]["event_id"] for r in records}
+    assert all(r["envelope"]["correlation_id"].startswith("emit-") for r in decoded)
+
+    # Re-delivery of the inputs emits nothing new: the ledger skips them.
+    _run(_fresh_group(settings), [keyed_sums()])
+    with connect(settings) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM outbox WHERE event_type = 'StockoutRisk'"
+        ).fetchone() == (50,)
+        # A relay crash after the broker acknowledged but before rows were marked sent:
+        conn.execute("UPDATE outbox SET sent_at = NULL WHERE event_type = 'StockoutRisk'")
+        conn.commit()
+    _run(settings, [], relay=True)
+    again = read_all(settings, risk.name, risk.partitions, expect=100)
+    assert len(again) == 100  # re-sent once more ...
+    ids = [catalog.codec.decode(m.value()).envelope["event_id"] for m in again]
+    assert len(set(ids)) == 50  # ... with the same event ids, which downstream ledgers skip
+
+
+def test_sigterm_style_stop_finishes_batch_and_exits(isolated: Settings) -> None:
+    settings = _fresh_group(isolated)
+    flood.publish(settings, flood.load("stop", keys=4, per_key=50))
+    runner = Runner(settings, [keyed_sums()], signals=False)
+    worker = threading.Thread(target=runner.run)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while flood.count_effects(settings) < 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stopped_at = time.monotonic()
+    runner.stop.set()
+    worker.join(15)
+    assert not worker.is_alive() and time.monotonic() - stopped_at < 10
+    flood.check_exactly_once(settings, keys=4, per_key=50)
