@@ -7,6 +7,8 @@ import time
 import uuid
 from dataclasses import replace
 
+from confluent_kafka import Consumer, TopicPartition
+
 from supplybus.adapters.kafka import make_producer
 from supplybus.adapters.postgres import connect
 from supplybus.config import Settings
@@ -135,3 +137,55 @@ def test_sigterm_style_stop_finishes_batch_and_exits(isolated: Settings) -> None
     worker.join(15)
     assert not worker.is_alive() and time.monotonic() - stopped_at < 10
     flood.check_exactly_once(settings, keys=4, per_key=50)
+
+
+def test_failed_dead_letter_write_commits_nothing(isolated: Settings) -> None:
+    settings = _fresh_group(isolated)
+    catalog = EventCatalog.from_settings(settings)
+    topic = catalog.topics.topic_for("StockMovement")
+    flood.publish(settings, flood.load("dlqfail", keys=2, per_key=5))
+    producer = make_producer(settings)
+    producer.produce(topic.name, b"garbage", b"K0000@LOC-1")
+    producer.flush(10)
+    with connect(settings) as conn:  # the dead-letter table refuses every row
+        conn.execute("ALTER TABLE dead_letters ADD CONSTRAINT refuse CHECK (false) NOT VALID")
+        conn.commit()
+    runner = Runner(settings, [keyed_sums()], until_idle=1.5, signals=False)
+    assert runner.run() == 1  # the lane stops instead of dropping the record
+    assert flood.count_effects(settings) == 0  # the whole batch was rolled back
+    group = f"{settings.group_prefix}.keyed-sums"
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": group})
+    committed = consumer.committed(
+        [TopicPartition(topic.name, p) for p in range(topic.partitions)], timeout=10
+    )
+    consumer.close()
+    assert all(tp.offset < 0 for tp in committed), committed  # no offset was committed
+
+
+def test_metrics_are_served(isolated: Settings) -> None:
+    import urllib.request
+
+    from supplybus.ops.embedded import free_port
+    from supplybus.ops.metrics import Metrics
+
+    settings = _fresh_group(isolated)
+    flood.publish(settings, flood.load("metrics", keys=3, per_key=10))
+    metrics = Metrics()
+    port = free_port()
+    metrics.serve(port)
+    Runner(
+        settings, [keyed_sums()], relay=True, until_idle=1.5, signals=False, metrics=metrics
+    ).run()
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    topic = EventCatalog.from_settings(settings).topics.topic_for("StockMovement").name
+    assert (
+        f'supplybus_events_processed_total{{event_type="StockMovement",processor="keyed-sums",'
+        f'topic="{topic}"}} 30.0'
+    ) in text
+    for name in (
+        "supplybus_batch_duration_seconds_count",
+        "supplybus_end_to_end_latency_seconds",
+        "supplybus_outbox_backlog",
+        "supplybus_consumer_lag",
+    ):
+        assert name in text, name

@@ -102,6 +102,7 @@ class Lane:
         self.error: BaseException | None = None
         self.applier = BatchApplier(processor, catalog, self._dlq_topic)
         self._conn: psycopg.Connection | None = None
+        self._next_lag_at = 0.0
         suffix = ".critical" if lane == "critical" else ""
         self.group_id = f"{settings.group_prefix}.{processor.name}{suffix}"
 
@@ -135,6 +136,8 @@ class Lane:
                 if self.lane == "routine":
                     self.gate.wait_clear()
                 msgs = consumer.consume(self.processor.batch_size, timeout=0.2)
+                if time.monotonic() >= self._next_lag_at:
+                    self._report_lag(consumer)
                 if not msgs:
                     continue
                 self.stats.last_record_at = time.monotonic()
@@ -153,6 +156,21 @@ class Lane:
                 "left the group" if leave else "expires from the group",
                 extra=self._ctx(),
             )
+
+    def _report_lag(self, consumer: Consumer, every_s: float = 10.0) -> None:
+        """Consumer lag per partition: high watermark minus position (approximate on Tansu,
+        whose high watermark under-reports; exact on Apache Kafka). Never used for control."""
+        self._next_lag_at = time.monotonic() + every_s
+        gauge = self.metrics.consumer_lag
+        for tp in consumer.position(consumer.assignment()):
+            if tp.offset < 0:
+                continue
+            try:
+                _, high = consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
+            except KafkaException:
+                continue
+            lag = max(0, high - tp.offset)
+            gauge.labels(self.processor.name, tp.topic, str(tp.partition)).set(lag)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.stats.assigned = True

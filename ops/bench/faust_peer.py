@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 from decimal import Decimal
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from supplybus.consumers.inventory.balances import signed_quantity
+from supplybus.errors import SupplybusError
 from supplybus.events.codec import make_codec
 from supplybus.events.registry import default_store
 
@@ -33,6 +35,38 @@ if TYPE_CHECKING:
 TAKE = 1000
 WITHIN = 0.25
 MARK = "faust-peer-result:"
+MODULE = "supplybus.ops.bench.faust_peer"
+
+
+class PeerError(SupplybusError):
+    """The Faust peer did not deliver a result (crashed, timed out, printed none)."""
+
+
+def measure(
+    bootstrap: str,
+    topic: str,
+    count: int,
+    mode: str,
+    group: str,
+    datadir: Path,
+    timeout_s: float = 75.0,
+) -> tuple[float, float]:
+    """Run the peer as a subprocess (killed on timeout): (events/s, seconds to first event)."""
+    args = {"bootstrap": bootstrap, "topic": topic, "count": count, "mode": mode, "group": group}
+    cmd = [sys.executable, "-m", MODULE, *(f"--{k}={v}" for k, v in args.items())]
+    cmd.append(f"--datadir={datadir}")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise PeerError(f"no result within {timeout_s:g}s (killed)") from None
+    result = parse_result(out)
+    if result is None:
+        tail = (err.strip().splitlines() or ["no output"])[-1]
+        raise PeerError(f"exited {proc.returncode}: {tail}")
+    return result["events"] / result["seconds"], result["join_seconds"]
 
 
 def parse_result(stdout: str) -> dict[str, Any] | None:

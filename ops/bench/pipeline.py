@@ -1,15 +1,10 @@
 """Processor pipeline (issue #5): the runtime against the consumer ceiling and a Faust agent.
 
-One run, one data set: 100,000 StockMovement events (2,000 items x 5 locations) on the
-stock-movements topic of a private topic catalog (``b<hex>.`` prefix), a private PostgreSQL
-schema and group prefix; the schema and the topics are dropped at the end.
-
-- A: plain confluent-kafka consumer (assign, consume(1000)) + supplybus decode (median of 3);
-- B: ``Runner`` with the stock-balances processor, timed from the lane's assignment (the ~3 s
-  group join excluded) until the ledger holds every event (count polled every 50 ms);
-- C: the same with one StockoutRisk emitted per event (an outbox row each);
-- D: the same logic in memory as a faust-streaming agent (subprocess), per event and with
-  ``stream.take``, timed from its first event.
+One run, one data set (100,000 StockMovement, 2,000 items x 5 locations) in a private topic
+catalog (``b<hex>.``), PostgreSQL schema and group prefix, all dropped at the end. A: plain
+consumer + decode; B: ``Runner`` + stock-balances, from the lane's assignment (group join
+excluded) until the ledger holds every event; C: B emitting one StockoutRisk per event (outbox);
+D: the same logic in memory as a faust-streaming agent (subprocess), per event and ``take``.
 """
 
 from __future__ import annotations
@@ -19,8 +14,6 @@ import datetime as dt
 import random
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -47,6 +40,7 @@ from supplybus.events.catalog import EventCatalog
 from supplybus.events.envelope import caused_by, new_envelope
 from supplybus.ops import migrate, services, topic_admin
 from supplybus.ops.bench import faust_peer
+from supplybus.ops.bench.faust_peer import TAKE, WITHIN
 from supplybus.ops.bench.report import Section, ratio
 from supplybus.ops.topic_catalog import load_catalog
 from supplybus.producers.publisher import Publisher
@@ -110,14 +104,9 @@ def movement(rng: random.Random, i: int) -> dict[str, object]:
 def stockout_risk(event: Event) -> Record:
     """A StockoutRisk caused by the movement (C: one outbox row per input event)."""
     r = event.record
-    qty = r["quantity"]
+    qty, key = r["quantity"], f"{r['item_id']}@{r['location_id']}"
     return {
-        "envelope": caused_by(
-            event.envelope,
-            "StockoutRisk",
-            source_system="bench",
-            key=f"{r['item_id']}@{r['location_id']}",
-        ),
+        "envelope": caused_by(event.envelope, "StockoutRisk", source_system="bench", key=key),
         "item_id": r["item_id"],
         "location_id": r["location_id"],
         "on_hand": {"value": qty["value"], "uom": qty["uom"]},
@@ -163,16 +152,14 @@ class Bench:
         return cls(settings, catalog, spec.name, spec.partitions, tmp)
 
     def drop(self) -> None:
+        schema = sql.Identifier(self.settings.db_schema)
         with connect(self.settings, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                    sql.Identifier(self.settings.db_schema)
-                )
-            )
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(schema))
+        admin = make_admin(self.settings)  # keep a reference until every future is done
         names = [t.name for t in self.catalog.topics.topics]
-        for future in make_admin(self.settings).delete_topics(names).values():
+        for future in admin.delete_topics(names, operation_timeout=15).values():
             with contextlib.suppress(KafkaException):  # best effort: memory-only broker
-                future.result(timeout=15)
+                future.result(timeout=20)
 
     def load(self, n: int) -> tuple[float, float]:
         """Publish ``n`` movements; returns (prepare seconds, publish events/s)."""
@@ -193,9 +180,8 @@ class Bench:
     def ceiling(self, n: int) -> float:
         """A: consume(1000) + decode of every record, timed from the first batch to the n-th."""
         consumer = make_consumer(self.settings, f"{self.settings.group_prefix}.ceiling")
-        consumer.assign(
-            [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in range(self.partitions)]
-        )
+        parts = range(self.partitions)
+        consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in parts])
         decode = self.catalog.codec.decode
         seen, started = 0, 0.0
         deadline = time.monotonic() + STAGE_TIMEOUT_S
@@ -221,8 +207,8 @@ class Bench:
         thread.start()
         deadline = time.monotonic() + STAGE_TIMEOUT_S
         try:
-            while not (runner.lanes and runner.lanes[0].stats.assigned):
-                self._check(runner, thread, deadline, "group join")
+            while not any(ln.lane == "routine" and ln.stats.assigned for ln in runner.lanes):
+                self._check(runner, thread, deadline, "group join")  # the routine lane has them
                 time.sleep(0.001)
             assigned_at = time.monotonic()
             with connect(self.settings, autocommit=True) as conn:
@@ -260,34 +246,6 @@ class Bench:
         want = n if processor is RISKS else 0
         if not emitted or emitted[0] != want:
             raise BenchError(f"{processor.name}: {emitted} outbox rows, expected {want}")
-
-    def faust(self, mode: str, n: int, timeout_s: float = 75.0) -> tuple[float, float]:
-        """D: the faust_peer subprocess; returns (events/s, seconds to its first event)."""
-        cmd = [
-            sys.executable,
-            "-m",
-            faust_peer.__name__,
-            f"--bootstrap={self.settings.kafka_bootstrap_servers}",
-            f"--topic={self.topic}",
-            f"--count={n}",
-            f"--mode={mode}",
-            f"--group={self.settings.group_prefix}.faust-{mode}",
-            f"--datadir={self.tmp}",
-        ]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            out, err = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            raise BenchError(
-                f"faust agent ({mode}) did not read {n} events in {timeout_s:g}s"
-            ) from None
-        result = faust_peer.parse_result(out)
-        if result is None:
-            tail = (err.strip().splitlines() or ["no output"])[-1]
-            raise BenchError(f"faust agent ({mode}) exited {proc.returncode}: {tail}")
-        return result["events"] / result["seconds"], result["join_seconds"]
 
 
 def run(n: int = EVENTS) -> Section:
@@ -328,23 +286,24 @@ def _measure(bench: Bench, n: int, started: float) -> Section:
         note=f"{ratio(b, a)} A (goal >= {RATIO_GOAL}x); #5's {OLD_GOAL:,}/s: context only",
     )
     c = bench.pipeline(RISKS, n)
-    section.add(
-        "C pipeline + outbox (1 StockoutRisk/event)", c, note=f"{ratio(c, a)} A, {ratio(c, b)} B"
-    )
-    d_event, join_event = bench.faust("event", n)
-    section.add(
-        "D faust agent, per event",
-        d_event,
-        note=f"first event {join_event:.1f}s after start; B is {ratio(b, d_event)}",
-    )
-    d_take, join_take = bench.faust("take", n)
-    section.add(
-        f"D faust agent, take({faust_peer.TAKE}, within={faust_peer.WITHIN})",
-        d_take,
-        note=f"first event {join_take:.1f}s after start; B is {ratio(b, d_take)}",
-    )
-    best_d = max(d_event, d_take)
-    section.add("B / best faust agent", b / best_d, unit="x", note=f"goal >= {FAUST_GOAL:g}x")
+    section.add("C pipeline + outbox (StockoutRisk/event)", c, note=f"{ratio(c, a)} A")
+    peers: list[float] = []
+    for mode, what in (("event", "per event"), ("take", f"take({TAKE}, within={WITHIN})")):
+        group = f"{bench.settings.group_prefix}.faust-{mode}"
+        try:
+            d, first = faust_peer.measure(
+                str(bench.settings.kafka_bootstrap_servers), bench.topic, n, mode, group, bench.tmp
+            )
+        except faust_peer.PeerError as exc:
+            section.add(f"D faust agent, {what}", 0.0, note=f"FAILED: {exc}"[:100])
+            continue
+        peers.append(d)
+        note = f"first event {first:.1f}s after start; B is {ratio(b, d)}"
+        section.add(f"D faust agent, {what}", d, note=note)
+    if peers:
+        section.add(
+            "B / best faust agent", b / max(peers), unit="x", note=f"goal >= {FAUST_GOAL:g}x"
+        )
     section.add("B / A", b / a, unit="x", note=f"goal >= {RATIO_GOAL}x")
     section.footer = (
         "Figures vary 10-25 % run to run on this shared 2-core machine (broker, database and "
