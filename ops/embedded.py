@@ -169,16 +169,22 @@ def start_postgres(home: Path) -> str:
     if postgres_pid(home) is None:  # a handle cached by this process would not restart it
         ep.PostgresServer._instances.pop(pgdata, None)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            server = ep.get_server(pgdata, cleanup_mode=None)
-            uri = str(server.get_uri())
-    except Exception as exc:
-        raise EmbeddedServiceError(
-            f"the embedded PostgreSQL in {pgdata} did not start: {exc}; see {pgdata / 'log'}"
-        ) from exc
+        uri = _get_server_uri(ep, pgdata)
+    except Exception as exc:  # the wheel raises many kinds
+        if postgres_pid(home) is None:
+            raise EmbeddedServiceError(
+                f"the embedded PostgreSQL in {pgdata} did not start: {exc}; see {pgdata / 'log'}"
+            ) from exc
+        ep.PostgresServer._instances.pop(pgdata, None)  # pg_ctl gave up waiting, yet it is up
+        uri = _get_server_uri(ep, pgdata)
     _create_database(uri)
     return uri.replace("/postgres?", f"/{DATABASE_NAME}?", 1)
+
+
+def _get_server_uri(ep: Any, pgdata: Path) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return str(ep.get_server(pgdata, cleanup_mode=None).get_uri())
 
 
 def _create_database(admin_uri: str) -> None:
