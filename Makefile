@@ -21,7 +21,10 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy
+	$(BIN)/python -m supplybus.ops.typecheck
+
+typecheck: install
+	$(BIN)/python -m supplybus.ops.typecheck
 
 demo: install
 	$(BIN)/python -m supplybus.ops.demo

@@ -75,6 +75,8 @@ class ConfluentCodec:
         import fastavro
         from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+        if not schema.schema_str:
+            raise DecodeError(f"schema id {schema_id} has no schema text in the registry")
         canonical = to_parsing_canonical_form(fastavro.parse_schema(json.loads(schema.schema_str)))
         sv = self.store.by_fp(bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")))
         self._by_id[schema_id] = sv

@@ -7,7 +7,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+)
 
 from supplybus.adapters.kafka import make_admin, map_kafka_errors
 from supplybus.config import Settings

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -20,6 +20,9 @@ from supplybus.adapters.kafka import make_producer
 from supplybus.config import Settings
 from supplybus.errors import DeliveryError
 from supplybus.events.catalog import EventCatalog, Outgoing
+
+#: The header type confluent-kafka's produce() is annotated with.
+KafkaHeaders = list[tuple[str, str | bytes | None]]
 
 
 class Publisher:
@@ -68,7 +71,7 @@ class Publisher:
                     out.topic,
                     out.value,
                     out.key,
-                    headers=out.headers,
+                    headers=cast(KafkaHeaders, out.headers),
                     on_delivery=self._on_delivery,
                 )
                 return

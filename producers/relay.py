@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import cast
 
 import psycopg
 from confluent_kafka import KafkaError, Message, Producer
@@ -22,6 +25,7 @@ from supplybus.consumers.runtime.outbox import decode_headers
 from supplybus.errors import DeliveryError, TransientError
 from supplybus.events import headers as h
 from supplybus.ops.metrics import Metrics
+from supplybus.producers.publisher import KafkaHeaders
 
 log = logging.getLogger("supplybus.relay")
 _LOCK_ID = 0x5B0B  # advisory lock: one active relay per database
@@ -110,7 +114,7 @@ class OutboxRelay:
             return 0
         acked: dict[int, KafkaError | None] = {}
 
-        def on_delivery(err: KafkaError | None, msg: Message, row_id: int) -> None:
+        def on_delivery(row_id: int, err: KafkaError | None, msg: Message) -> None:
             acked[row_id] = err
 
         for row in rows:
@@ -128,9 +132,7 @@ class OutboxRelay:
                     )
                     if v
                 ]
-            self._produce(
-                topic, value, key, headers, lambda err, msg, rid=row_id: on_delivery(err, msg, rid)
-            )
+            self._produce(topic, value, key, headers, partial(on_delivery, row_id))
         remaining = self.producer.flush(30)
         done: list[int] = []
         for row in rows:  # mark the acknowledged prefix only: order is kept on re-send
@@ -157,11 +159,13 @@ class OutboxRelay:
         value: bytes | None,
         key: bytes | None,
         headers: list[tuple[str, bytes]],
-        callback: object,
+        callback: Callable[[KafkaError | None, Message], None],
     ) -> None:
         while True:
             try:
-                self.producer.produce(topic, value, key, headers=headers, on_delivery=callback)
+                self.producer.produce(
+                    topic, value, key, headers=cast(KafkaHeaders, headers), on_delivery=callback
+                )
                 return
             except BufferError:
                 self.producer.poll(0.05)

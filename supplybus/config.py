@@ -176,8 +176,10 @@ def _convert(spec: Field, raw: object, where: str) -> object:
     try:
         if spec.kind is Path:
             return Path(str(raw))
-        if spec.kind in (int, float):
-            return spec.kind(raw)
+        if spec.kind is int:
+            return int(str(raw))
+        if spec.kind is float:
+            return float(str(raw))
         return str(raw)
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: expected {spec.kind.__name__}, got {raw!r}") from None

@@ -54,3 +54,8 @@ def test_settings_table_lists_every_variable() -> None:
     table = settings_table()
     for var in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "SUPPLYBUS_HOME"):
         assert f"`{var}`" in table
+
+
+def test_readme_lists_every_setting() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert settings_table() in readme, "README settings table is stale: paste `supplybus settings`"

@@ -76,9 +76,13 @@ class Worker:
         self.proc.wait(10)
 
     def stop(self) -> int:
+        """SIGTERM; the worker must finish its batch and exit within 10 s."""
         assert self.proc is not None
+        started = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(15)
+        code = self.proc.wait(15)
+        assert time.monotonic() - started < 10, "SIGTERM took more than 10 s"
+        return code
 
     def ensure_dead(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -139,3 +139,17 @@ def test_bad_database_url_is_one_line_within_15s(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "127.0.0.1:1" in lines[0] and "pw" not in lines[0], result.stderr
     assert time.monotonic() - started < 15
+
+
+def test_unknown_processor_is_a_one_line_error(tmp_path: Path) -> None:
+    result = run_cli(
+        "run",
+        "no-such-processor",
+        env={"SUPPLYBUS_HOME": str(tmp_path / "h"), "SUPPLYBUS_BROKER_PORT": "0"},
+    )
+    run_cli("down", env={"SUPPLYBUS_HOME": str(tmp_path / "h")})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: unknown processor 'no-such-processor'; expected one of stock-balances, "
+        "'relay', 'all', or module:attribute"
+    ]

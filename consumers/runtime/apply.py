@@ -20,20 +20,28 @@ from supplybus.errors import PermanentError, ProcessorError, TransientError
 from supplybus.events.catalog import EventCatalog
 
 #: psycopg errors that mean "the connection or server is gone / try again", never the event.
-TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+TRANSIENT_DB_ERRORS: tuple[type[Exception], ...] = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.DeadlockDetected,
+)
+#: Everything the lane retries with the batch kept: ours and the database's transient errors.
+RETRYABLE: tuple[type[Exception], ...] = (
+    TransientError,
     psycopg.OperationalError,
     psycopg.InterfaceError,
     psycopg.errors.SerializationFailure,
     psycopg.errors.DeadlockDetected,
 )
 #: Errors that mean the processor's SQL or tables are wrong: no event is to blame.
-FATAL_DB_ERRORS: tuple[type[BaseException], ...] = (
+FATAL_DB_ERRORS: tuple[type[Exception], ...] = (
     psycopg.ProgrammingError,
     psycopg.NotSupportedError,
     psycopg.errors.InsufficientPrivilege,
 )
 #: Errors that blame the event itself (besides PermanentError): bad data hit a constraint.
-EVENT_DB_ERRORS: tuple[type[BaseException], ...] = (psycopg.DataError, psycopg.IntegrityError)
+EVENT_DB_ERRORS: tuple[type[Exception], ...] = (psycopg.DataError, psycopg.IntegrityError)
 
 
 @dataclass
@@ -83,7 +91,7 @@ class BatchApplier:
                 emitted = list(self.processor.handle(fresh, conn)) if fresh else []
                 prepared = [self.catalog.prepare(record) for record in emitted]
                 outbox.append(conn, self.processor.name, prepared)
-        except (TransientError, *TRANSIENT_DB_ERRORS):
+        except RETRYABLE:
             raise
         except FATAL_DB_ERRORS as exc:
             raise ProcessorError(

@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import psycopg
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
@@ -31,10 +31,10 @@ from tenacity import (
 from supplybus.adapters.kafka import leaves_group_on_close, make_consumer, release
 from supplybus.adapters.postgres import connect
 from supplybus.config import Settings
-from supplybus.consumers.runtime.apply import TRANSIENT_DB_ERRORS, BatchApplier, Outcome
+from supplybus.consumers.runtime.apply import RETRYABLE, BatchApplier, Outcome
 from supplybus.consumers.runtime.deadletter import Failure
 from supplybus.consumers.runtime.processor import Event, Processor
-from supplybus.errors import SupplybusError, TransientError
+from supplybus.errors import SupplybusError
 from supplybus.events.catalog import EventCatalog
 from supplybus.ops.metrics import Metrics
 
@@ -199,22 +199,19 @@ class Lane:
                     raise KafkaException(err)
                 log.warning("consumer error: %s", err.str(), extra=self._ctx())
                 continue
-            value = msg.value()
+            value = msg.value() or b""
             _, timestamp = msg.timestamp()
+            topic, partition, offset = (
+                str(msg.topic()),
+                int(msg.partition() or 0),
+                int(msg.offset() or 0),
+            )
+            headers = cast(list[tuple[str, bytes]], msg.headers() or [])
             try:
                 decoded = decode(value)
             except SupplybusError as exc:
                 failures.append(
-                    Failure(
-                        msg.topic(),
-                        msg.partition(),
-                        msg.offset(),
-                        timestamp,
-                        msg.key(),
-                        value,
-                        msg.headers() or [],
-                        exc,
-                    )
+                    Failure(topic, partition, offset, timestamp, msg.key(), value, headers, exc)
                 )
                 continue
             if decoded.event_type not in accepts:
@@ -224,13 +221,13 @@ class Lane:
                 Event(
                     decoded.event_type,
                     decoded.record,
-                    msg.topic(),
-                    msg.partition(),
-                    msg.offset(),
+                    topic,
+                    partition,
+                    offset,
                     msg.key(),
                     timestamp,
                     value,
-                    msg.headers() or [],
+                    headers,
                 )
             )
         return events, failures, skipped
@@ -255,18 +252,18 @@ class Lane:
         """
         try:
             return self.applier.apply(self._connection(), events, failures)
-        except (TransientError, *TRANSIENT_DB_ERRORS) as exc:
+        except RETRYABLE as exc:
             self._on_transient(exc)
         paused = consumer.assignment()
         consumer.pause(paused)
         retrying = Retrying(
-            retry=retry_if_exception_type((TransientError, *TRANSIENT_DB_ERRORS)),
+            retry=retry_if_exception_type(RETRYABLE),
             wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.5),
             stop=stop_when_event_set(self.stop),
             before_sleep=lambda state: self._on_transient(
                 state.outcome.exception() if state.outcome else None
             ),
-            sleep=self.stop.wait,
+            sleep=self._sleep,
         )
         try:
             return retrying(lambda: self.applier.apply(self._connection(), events, failures))
@@ -274,6 +271,9 @@ class Lane:
             return None
         finally:
             consumer.resume(paused)
+
+    def _sleep(self, seconds: float) -> None:
+        self.stop.wait(seconds)
 
     def _on_transient(self, exc: BaseException | None) -> None:
         self._drop_connection()
@@ -284,7 +284,7 @@ class Lane:
         last: dict[tuple[str, int], int] = {}
         for msg in msgs:
             if msg.error() is None:
-                last[(msg.topic(), msg.partition())] = msg.offset()
+                last[(str(msg.topic()), int(msg.partition() or 0))] = int(msg.offset() or 0)
         offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
         try:
             consumer.commit(offsets=offsets, asynchronous=False)

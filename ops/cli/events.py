@@ -166,8 +166,9 @@ def consume(
                 continue
             last = time.monotonic()
             for msg in batch:
-                if msg.error():
-                    click.echo(jsonio.dumps({"error": msg.error().str()}), err=True)
+                error = msg.error()
+                if error is not None:
+                    click.echo(jsonio.dumps({"error": error.str()}), err=True)
                     continue
                 click.echo(_render(catalog, msg, as_json))
                 seen += 1
