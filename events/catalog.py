@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from supplybus.config import Settings
 from supplybus.errors import FieldError, ValidationError
 from supplybus.events.codec import Codec, event_type_of, make_codec
+from supplybus.events.domain_checks import check_domain
 from supplybus.events.headers import routing_headers
 from supplybus.events.registry import SchemaStore, default_store
 from supplybus.events.validation import validate
 from supplybus.ops.topic_catalog import Catalog, load_catalog
+
+Check = Literal["full", "domain", "none"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +60,23 @@ class EventCatalog:
             raise ValidationError([FieldError("envelope.event_type", sv.event_type)])
         return conformed
 
-    def prepare(self, record: Mapping[str, Any], *, check: bool = True) -> Outgoing:
-        """Validated (unless ``check`` is False), encoded, routed."""
-        conformed = self.conform(record) if check else dict(record)
+    def prepare(self, record: Mapping[str, Any], *, check: Check = "full") -> Outgoing:
+        """Validated, encoded, routed.
+
+        ``check``: "full" walks the schema (converting JSON values) and runs the domain checks;
+        "domain" is for records built in Python (processors' emitted events): the domain checks
+        run, and the encoder's strict mode enforces the schema; "none" only encodes.
+        """
+        if check == "full":
+            conformed = self.conform(record)
+        else:
+            sv = self.store.latest(event_type_of(record))
+            conformed = dict(record)
+            conformed["envelope"] = {**record["envelope"], "schema_version": sv.version}
+            if check == "domain":
+                errors = check_domain(sv, conformed)
+                if errors:
+                    raise ValidationError(errors, context=sv.event_type)
         envelope = conformed["envelope"]
         topic = self.topics.topic_for(envelope["event_type"], str(envelope.get("priority")))
         return Outgoing(

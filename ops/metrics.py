@@ -7,7 +7,7 @@ Names (all prefixed ``supplybus_``):
 - ``events_dead_lettered_total`` dead letters written, by processor, topic and error code
 - ``events_emitted_total``       events written to the outbox by processors
 - ``batch_duration_seconds``     time to apply one batch (transaction and offset commit)
-- ``end_to_end_latency_seconds`` from the event's occurred_at to its effects being committed
+- ``end_to_end_latency_seconds`` occurred_at to effects committed (1 in 8 events sampled)
 - ``transient_retries_total``    retries after transient errors (database or broker down)
 - ``outbox_backlog``             outbox rows not yet published (set by the relay)
 - ``outbox_published_total``     outbox rows published by the relay

@@ -244,7 +244,7 @@ def test_critical_event_overtakes_100000_routine_events(isolated: Settings) -> N
                 sent_at[record["item_id"]] = time.time()
                 pub.send(out)
                 pub.producer.flush(5)
-                time.sleep(0.1)
+                time.sleep(0.02)
         wait_for(
             lambda: flood.count_effects(settings) >= 100_020,
             timeout=120,
@@ -270,4 +270,5 @@ def test_critical_event_overtakes_100000_routine_events(isolated: Settings) -> N
         "the routine backlog was gone before the last critical event: the test proved nothing"
     )
     p99 = latencies[-1]  # with 20 samples the 99th percentile is the maximum
+    print(f"critical latency over 20: p50 {latencies[9]:.3f}s, p99 {p99:.3f}s")
     assert p99 <= 2.0, f"critical latencies (s): {[round(x, 3) for x in latencies]}"

@@ -25,7 +25,7 @@ DIRECTION = {
 
 _UPSERT = """
 INSERT INTO stock_balances (location_id, item_id, lot_number, uom, on_hand, movements)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::numeric[], %s::bigint[])
+SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::numeric[], %b::bigint[])
 ON CONFLICT (location_id, item_id, lot_number) DO UPDATE
 SET on_hand = stock_balances.on_hand + EXCLUDED.on_hand,
     movements = stock_balances.movements + EXCLUDED.movements,

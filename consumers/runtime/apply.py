@@ -89,7 +89,7 @@ class BatchApplier:
             with conn.transaction():  # a savepoint: undone as a whole on failure
                 fresh = ledger.claim(conn, self.processor.name, events)
                 emitted = list(self.processor.handle(fresh, conn)) if fresh else []
-                prepared = [self.catalog.prepare(record) for record in emitted]
+                prepared = [self.catalog.prepare(r, check="domain") for r in emitted]
                 outbox.append(conn, self.processor.name, prepared)
         except RETRYABLE:
             raise

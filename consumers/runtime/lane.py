@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -39,6 +40,9 @@ from supplybus.events.catalog import EventCatalog
 from supplybus.ops.metrics import Metrics
 
 LaneName = Literal["routine", "critical"]
+#: End-to-end latency is observed for every LATENCY_SAMPLE-th applied event (per-event
+#: observation cost 3 % of the pipeline; a 1-in-8 sample keeps the distribution).
+LATENCY_SAMPLE = 8
 log = logging.getLogger("supplybus.runtime")
 
 
@@ -76,6 +80,18 @@ class LaneStats:
     assigned: bool = False  # joined the group and received an assignment (maybe empty)
 
 
+@dataclass
+class _InFlight:
+    """A batch whose transaction is running on the lane's database thread."""
+
+    future: Future[Outcome]
+    msgs: list[Message]
+    events: list[Event]
+    failures: list[Failure]
+    skipped: int
+    started: float
+
+
 class Lane:
     """Runs one lane of one processor until ``stop`` is set (a thread target)."""
 
@@ -103,6 +119,8 @@ class Lane:
         self.applier = BatchApplier(processor, catalog, self._dlq_topic)
         self._conn: psycopg.Connection | None = None
         self._next_lag_at = 0.0
+        self._pending: _InFlight | None = None
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"{processor.name}-{lane}-db")
         suffix = ".critical" if lane == "critical" else ""
         self.group_id = f"{settings.group_prefix}.{processor.name}{suffix}"
 
@@ -129,7 +147,12 @@ class Lane:
         overrides = {"fetch.wait.max.ms": 50} if self.lane == "critical" else {}
         consumer = make_consumer(self.settings, self.group_id, **overrides)
         leave = leaves_group_on_close(self.settings, consumer)
-        consumer.subscribe(self.topics, on_assign=self._on_assign)
+        consumer.subscribe(
+            self.topics,
+            on_assign=self._on_assign,
+            on_revoke=lambda c, parts: self._finish(c),  # commit finished work before moving
+            on_lost=lambda c, parts: self._finish(c),
+        )
         log.info("lane started on %s", ", ".join(self.topics), extra=self._ctx())
         try:
             while not self.stop.is_set():
@@ -139,6 +162,7 @@ class Lane:
                 if time.monotonic() >= self._next_lag_at:
                     self._report_lag(consumer)
                 if not msgs:
+                    self._finish(consumer)
                     continue
                 self.stats.last_record_at = time.monotonic()
                 if self.lane == "critical":
@@ -148,7 +172,9 @@ class Lane:
                 finally:
                     if self.lane == "critical":
                         self.gate.leave()
+            self._finish(consumer)
         finally:
+            self._worker.shutdown(wait=True)
             release(consumer, leave_group=leave)
             del consumer
             log.info(
@@ -178,13 +204,37 @@ class Lane:
         log.info("assigned %d partition(s)", len(partitions), extra=self._ctx())
 
     def _handle(self, consumer: Consumer, msgs: list[Message]) -> None:
+        """Decode this batch while the previous one is applied, then hand this one over.
+
+        Transactions still run one after another, in order: batch N+1 is submitted only once
+        batch N committed and its offsets were committed. The critical lane does not overlap:
+        it finishes each batch at once.
+        """
         started = time.perf_counter()
         events, failures, skipped = self._decode(msgs)
-        outcome = self._apply_retrying(consumer, events, failures)
+        self._finish(consumer)
+        future = self._worker.submit(self._apply_once, events, failures)
+        self._pending = _InFlight(future, msgs, events, failures, skipped, started)
+        if self.lane == "critical":
+            self._finish(consumer)
+
+    def _apply_once(self, events: list[Event], failures: list[Failure]) -> Outcome:
+        return self.applier.apply(self._connection(), events, failures)
+
+    def _finish(self, consumer: Consumer) -> None:
+        """Wait for the batch in flight, retry it if the database failed, commit its offsets."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        try:
+            outcome: Outcome | None = pending.future.result()
+        except RETRYABLE as exc:
+            self._on_transient(exc)
+            outcome = self._retry(consumer, pending.events, pending.failures)
         if outcome is None:  # stopped while the database was unreachable: nothing committed
             return
-        self._commit(consumer, msgs)
-        self._account(outcome, skipped, time.perf_counter() - started)
+        self._commit(consumer, pending.msgs)
+        self._account(outcome, pending.skipped, time.perf_counter() - pending.started)
 
     def _decode(self, msgs: list[Message]) -> tuple[list[Event], list[Failure], int]:
         events: list[Event] = []
@@ -199,37 +249,29 @@ class Lane:
                     raise KafkaException(err)
                 log.warning("consumer error: %s", err.str(), extra=self._ctx())
                 continue
-            value = msg.value() or b""
-            _, timestamp = msg.timestamp()
-            topic, partition, offset = (
-                str(msg.topic()),
-                int(msg.partition() or 0),
-                int(msg.offset() or 0),
-            )
-            headers = cast(list[tuple[str, bytes]], msg.headers() or [])
             try:
-                decoded = decode(value)
+                decoded = decode(msg.value())
             except SupplybusError as exc:
+                headers = cast(list[tuple[str, bytes]], msg.headers() or [])
                 failures.append(
-                    Failure(topic, partition, offset, timestamp, msg.key(), value, headers, exc)
+                    Failure(
+                        str(msg.topic()),
+                        int(msg.partition() or 0),
+                        int(msg.offset() or 0),
+                        msg.timestamp()[1],
+                        msg.key(),
+                        msg.value(),
+                        headers,
+                        exc,
+                    )
                 )
                 continue
             if decoded.event_type not in accepts:
                 skipped += 1
                 continue
-            events.append(
-                Event(
-                    decoded.event_type,
-                    decoded.record,
-                    topic,
-                    partition,
-                    offset,
-                    msg.key(),
-                    timestamp,
-                    value,
-                    headers,
-                )
-            )
+            # a message without an error always has its topic, partition and offset
+            where = cast(tuple[str, int, int], (msg.topic(), msg.partition(), msg.offset()))
+            events.append(Event(decoded.event_type, decoded.record, *where, msg))
         return events, failures, skipped
 
     def _connection(self) -> psycopg.Connection:
@@ -243,17 +285,10 @@ class Lane:
                 self._conn.close()
             self._conn = None
 
-    def _apply_retrying(
+    def _retry(
         self, consumer: Consumer, events: list[Event], failures: list[Failure]
     ) -> Outcome | None:
-        """Apply the batch; on a transient error pause the partitions and retry with backoff.
-
-        The first attempt runs without tenacity (the hot path); returns None when stopped.
-        """
-        try:
-            return self.applier.apply(self._connection(), events, failures)
-        except RETRYABLE as exc:
-            self._on_transient(exc)
+        """Pause the partitions and retry the batch with backoff; None when stopped first."""
         paused = consumer.assignment()
         consumer.pause(paused)
         retrying = Retrying(
@@ -266,7 +301,7 @@ class Lane:
             sleep=self._sleep,
         )
         try:
-            return retrying(lambda: self.applier.apply(self._connection(), events, failures))
+            return retrying(lambda: self._apply_once(events, failures))
         except RetryError:
             return None
         finally:
@@ -314,7 +349,7 @@ class Lane:
             m.emitted.labels(name).inc(outcome.emitted)
         now = dt.datetime.now(dt.UTC)
         latency = m.latency.labels(name, self.lane)
-        for event in outcome.applied:
+        for event in outcome.applied[::LATENCY_SAMPLE]:
             occurred = event.envelope.get("occurred_at")
             if isinstance(occurred, dt.datetime):
                 latency.observe(max(0.0, (now - occurred).total_seconds()))

@@ -10,8 +10,8 @@ from supplybus.consumers.runtime.processor import Event
 
 _CLAIM = """
 INSERT INTO processed_events (processor, event_id, topic, partition, "offset")
-SELECT %s, e.id, e.topic, e.part, e.off
-FROM unnest(%s::uuid[], %s::text[], %s::int[], %s::bigint[]) AS e(id, topic, part, off)
+SELECT %b, e.id, e.topic, e.part, e.off
+FROM unnest(%b::text[]::uuid[], %b::text[], %b::int[], %b::bigint[]) AS e(id, topic, part, off)
 ON CONFLICT DO NOTHING
 RETURNING event_id::text
 """

@@ -13,26 +13,41 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import psycopg
+from confluent_kafka import Message
 
 Record = Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """A decoded event and where it came from."""
+    """A decoded event and where it came from (the Kafka message is kept for dead letters)."""
 
     event_type: str
     record: dict[str, Any]
     topic: str
     partition: int
     offset: int
-    key: bytes | None
-    timestamp_ms: int
-    raw_value: bytes = field(default=b"", repr=False)
-    headers: list[tuple[str, bytes]] = field(default_factory=list, repr=False)
+    message: Message | None = field(default=None, repr=False)
+
+    @property
+    def key(self) -> bytes | None:
+        return self.message.key() if self.message is not None else None
+
+    @property
+    def raw_value(self) -> bytes | None:
+        return self.message.value() if self.message is not None else None
+
+    @property
+    def headers(self) -> list[tuple[str, bytes]]:
+        found = self.message.headers() if self.message is not None else None
+        return cast(list[tuple[str, bytes]], found or [])
+
+    @property
+    def timestamp_ms(self) -> int:
+        return self.message.timestamp()[1] if self.message is not None else 0
 
     @property
     def envelope(self) -> dict[str, Any]:
