@@ -117,6 +117,13 @@ def _flood_in_background(
     return thread
 
 
+def _drain(settings: Settings, publisher: threading.Thread, total: int, what: str) -> None:
+    """Wait for the flood to end and all its effects to land; then a moment for any double."""
+    publisher.join(120)
+    wait_for(lambda: flood.count_effects(settings) >= total, timeout=120, what=what)
+    time.sleep(1.0)
+
+
 def _ledger_count(settings: Settings) -> int:
     with connect(settings) as conn:
         row = conn.execute("SELECT count(*) FROM processed_events").fetchone()
@@ -140,13 +147,7 @@ def test_kill_9_five_times_during_a_20000_event_flood(isolated: Settings, worker
         worker.kill()
         landed.append(flood.count_effects(settings))
         worker.start()
-    publisher.join(120)
-    wait_for(
-        lambda: flood.count_effects(settings) >= 20_000,
-        timeout=120,
-        what="all 20,000 effects after the last restart",
-    )
-    time.sleep(1.0)  # anything doubled would show up by now
+    _drain(settings, publisher, 20_000, "all 20,000 effects after the last restart")
     assert worker.stop() == 0
     assert landed == sorted(landed) and landed[-1] < 20_000, f"kills landed at {landed}"
     flood.check_exactly_once(settings, keys=200, per_key=100)
@@ -162,13 +163,7 @@ def test_two_instances_one_killed_mid_stream(isolated: Settings, workers) -> Non
     second.start()
     wait_for(lambda: flood.count_effects(settings) >= 3000, timeout=60, what="both working")
     second.kill()
-    publisher.join(120)
-    wait_for(
-        lambda: flood.count_effects(settings) >= 10_000,
-        timeout=120,
-        what="the survivor to finish the stream",
-    )
-    time.sleep(1.0)
+    _drain(settings, publisher, 10_000, "the survivor to finish the stream")
     assert first.stop() == 0
     flood.check_exactly_once(settings, keys=100, per_key=100)
 
@@ -205,13 +200,7 @@ def test_database_outage_of_20s_mid_stream(isolated: Settings, services_home: Pa
             time.sleep(5)
             assert _committed(settings, group, topic.name, topic.partitions) == frozen
         embedded.start_postgres(services_home)
-        publisher.join(60)
-        wait_for(
-            lambda: flood.count_effects(settings) >= 5000,
-            timeout=90,
-            what="processing to resume by itself after the outage",
-        )
-        time.sleep(1.0)
+        _drain(settings, publisher, 5000, "processing to resume by itself after the outage")
     finally:
         runner.stop.set()
         thread.join(15)
