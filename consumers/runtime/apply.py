@@ -8,6 +8,7 @@ connection) are not handled here: they abort the whole transaction for the calle
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -18,6 +19,8 @@ from supplybus.consumers.runtime.deadletter import Failure
 from supplybus.consumers.runtime.processor import Event, Processor
 from supplybus.errors import PermanentError, ProcessorError, TransientError
 from supplybus.events.catalog import EventCatalog
+
+log = logging.getLogger("supplybus.runtime")
 
 #: psycopg errors that mean "the connection or server is gone / try again", never the event.
 TRANSIENT_DB_ERRORS: tuple[type[Exception], ...] = (
@@ -34,6 +37,8 @@ RETRYABLE: tuple[type[Exception], ...] = (
     psycopg.errors.SerializationFailure,
     psycopg.errors.DeadlockDetected,
 )
+#: Errors that leave a batch as they are: retried as a whole, or stopping the lane.
+PASS_THROUGH: tuple[type[Exception], ...] = (*RETRYABLE, ProcessorError)
 #: Errors that mean the processor's SQL or tables are wrong: no event is to blame.
 FATAL_DB_ERRORS: tuple[type[Exception], ...] = (
     psycopg.ProgrammingError,
@@ -67,7 +72,34 @@ class BatchApplier:
     def apply(
         self, conn: psycopg.Connection, events: Sequence[Event], failures: Sequence[Failure]
     ) -> Outcome:
-        """One transaction: dead letters for ``failures``, then ``events`` applied once each."""
+        """One transaction: dead letters for ``failures``, then ``events`` applied once each.
+
+        The whole batch is tried first without savepoints (two round trips fewer); only when
+        it fails is it rolled back and applied again with each part in a savepoint.
+        """
+        try:
+            return self._apply_whole(conn, events, failures)
+        except PASS_THROUGH:
+            raise
+        except FATAL_DB_ERRORS as exc:
+            raise self._broken(exc) from exc
+        except Exception:  # noqa: BLE001 - isolate the failing event(s) below
+            log.info("batch failed as a whole; isolating the failing event(s)")
+        return self._apply_isolating(conn, events, failures)
+
+    def _apply_whole(
+        self, conn: psycopg.Connection, events: Sequence[Event], failures: Sequence[Failure]
+    ) -> Outcome:
+        outcome = Outcome()
+        with conn.transaction():
+            for failure in failures:
+                self._dead_letter(conn, failure, outcome)
+            self._claim_and_handle(conn, list(events), outcome)
+        return outcome
+
+    def _apply_isolating(
+        self, conn: psycopg.Connection, events: Sequence[Event], failures: Sequence[Failure]
+    ) -> Outcome:
         outcome = Outcome()
         with conn.transaction():
             for failure in failures:
@@ -82,22 +114,35 @@ class BatchApplier:
                 ) from unexplained[0].error
         return outcome
 
+    def _claim_and_handle(
+        self, conn: psycopg.Connection, events: list[Event], outcome: Outcome
+    ) -> None:
+        fresh = ledger.claim(conn, self.processor.name, events)
+        emitted = list(self.processor.handle(fresh, conn)) if fresh else []
+        prepared = [self.catalog.prepare(r, check="domain") for r in emitted]
+        outbox.append(conn, self.processor.name, prepared)
+        outcome.applied.extend(fresh)
+        outcome.duplicates += len(events) - len(fresh)
+        outcome.emitted += len(prepared)
+
+    def _broken(self, exc: BaseException) -> ProcessorError:
+        return ProcessorError(
+            f"processor {self.processor.name}: {type(exc).__name__}: {exc} "
+            "(its tables or SQL are wrong; nothing was committed)"
+        )
+
     def _apply(self, conn: psycopg.Connection, events: list[Event], outcome: Outcome) -> None:
+        """Apply ``events`` in a savepoint; on failure bisect until the culprit stands alone."""
         if not events:
             return
+        part = Outcome()
         try:
             with conn.transaction():  # a savepoint: undone as a whole on failure
-                fresh = ledger.claim(conn, self.processor.name, events)
-                emitted = list(self.processor.handle(fresh, conn)) if fresh else []
-                prepared = [self.catalog.prepare(r, check="domain") for r in emitted]
-                outbox.append(conn, self.processor.name, prepared)
+                self._claim_and_handle(conn, events, part)
         except RETRYABLE:
             raise
         except FATAL_DB_ERRORS as exc:
-            raise ProcessorError(
-                f"processor {self.processor.name}: {type(exc).__name__}: {exc} "
-                "(its tables or SQL are wrong; nothing was committed)"
-            ) from exc
+            raise self._broken(exc) from exc
         except Exception as exc:  # noqa: BLE001 - any other failure is isolated to its event
             if len(events) == 1:
                 self._dead_letter(conn, _failure_of(events[0], exc), outcome)
@@ -106,9 +151,9 @@ class BatchApplier:
             self._apply(conn, events[:middle], outcome)
             self._apply(conn, events[middle:], outcome)
             return
-        outcome.applied.extend(fresh)
-        outcome.duplicates += len(events) - len(fresh)
-        outcome.emitted += len(prepared)
+        outcome.applied.extend(part.applied)
+        outcome.duplicates += part.duplicates
+        outcome.emitted += part.emitted
 
     def _dead_letter(self, conn: psycopg.Connection, failure: Failure, outcome: Outcome) -> None:
         deadletter.record(conn, self.processor.name, self.dlq_topic_of(failure.topic), failure)

@@ -192,7 +192,7 @@ class Lane:
             if tp.offset < 0:
                 continue
             try:
-                _, high = consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
+                _, high = consumer.get_watermark_offsets(tp, cached=True)
             except KafkaException:
                 continue
             lag = max(0, high - tp.offset)
