@@ -25,6 +25,13 @@ from supplybus.ops.metrics import Metrics
 from supplybus.producers.relay import OutboxRelay
 
 log = logging.getLogger("supplybus.runtime")
+ASSIGNMENT_WARNING_S = 30.0
+STUCK_GROUP = (
+    "consumer group(s) %s got no assignment after %.0f s: another member may still hold the "
+    "partitions (it is evicted after the session timeout), or, on the embedded Tansu broker, "
+    "the group is stuck (ADR 0004): `supplybus down && supplybus up` resets the broker; the "
+    "idempotency ledger makes the re-processing that follows safe"
+)
 
 
 def lane_topics(catalog: EventCatalog, processor: Processor) -> dict[LaneName, list[str]]:
@@ -49,6 +56,9 @@ class Runner:
     lanes: list[Lane] = field(default_factory=list)
     relay_worker: OutboxRelay | None = None
     signals: bool = True
+    #: Stop (exit code 1) when a lane has no assignment after this many seconds (None: wait).
+    assignment_timeout: float | None = None
+    unassigned: list[str] = field(default_factory=list)
 
     def start(self) -> list[threading.Thread]:
         catalog = EventCatalog.from_settings(self.settings)
@@ -93,10 +103,20 @@ class Runner:
         """Run until a signal, an error, or idleness (with ``until_idle``); returns an exit code."""
         self._install_signals()
         threads = self.start()
+        started = time.monotonic()
+        warned = False
         try:
             while not self.stop.wait(0.2):
                 if self.until_idle is not None and self._idle():
                     log.info("idle for %.1fs: stopping", self.until_idle)
+                    self.stop.set()
+                waiting = [lane.group_id for lane in self.lanes if not lane.stats.assigned]
+                elapsed = time.monotonic() - started
+                if waiting and not warned and elapsed > ASSIGNMENT_WARNING_S:
+                    warned = True
+                    log.warning(STUCK_GROUP, ", ".join(waiting), elapsed)
+                if waiting and self.assignment_timeout and elapsed > self.assignment_timeout:
+                    self.unassigned = waiting
                     self.stop.set()
         finally:
             self.stop.set()
@@ -105,7 +125,7 @@ class Runner:
                 thread.join(max(0.1, deadline - time.monotonic()))
         failed = [lane for lane in self.lanes if lane.error is not None]
         relay_failed = self.relay_worker is not None and self.relay_worker.error is not None
-        return 1 if failed or relay_failed else 0
+        return 1 if failed or relay_failed or self.unassigned else 0
 
     def _idle(self) -> bool:
         now = time.monotonic()
