@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -123,8 +123,3 @@ def release(consumer: Consumer, *, leave_group: bool) -> None:
     if leave_group:
         consumer.close()
     # else: dropping the last reference destroys the client without a consumer close
-
-
-def headers_dict(headers: list[tuple[str, bytes | None]] | None) -> Mapping[str, bytes]:
-    """Kafka headers as a dict (the last value wins for repeated keys)."""
-    return {k: v for k, v in (headers or []) if v is not None}

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import psycopg
 
 from supplybus.config import Settings, mask_url
@@ -40,15 +37,3 @@ def connect(settings: Settings, *, autocommit: bool = False) -> psycopg.Connecti
         ) from exc
     except psycopg.ProgrammingError as exc:
         raise ConfigError(f"DATABASE_URL: {exc} (got {mask_url(url)!r})") from exc
-
-
-@contextmanager
-def map_db_errors(settings: Settings, doing: str) -> Iterator[None]:
-    """Translate a lost or refused connection into DatabaseUnavailable (a transient error)."""
-    try:
-        yield
-    except (psycopg.OperationalError, psycopg.errors.AdminShutdown) as exc:
-        raise DatabaseUnavailable(
-            f"PostgreSQL at {mask_url(database_url(settings))} failed while {doing}: "
-            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
-        ) from exc

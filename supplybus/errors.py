@@ -17,8 +17,7 @@ Every error has a stable ``code`` (for logs, metrics and dead-letter headers) an
     ├── MigrationError         a migration failed; the database is left as it was
     ├── EmbeddedServiceError   the embedded broker or database could not be started
     ├── DeliveryError          Kafka did not acknowledge a record (after its own retries)
-    ├── ProcessorError         a processor's code or tables are broken: stop, commit nothing
-    └── DeadLetterError        a dead letter could not be written: do not commit offsets
+    └── ProcessorError         a processor's code or tables are broken: stop, commit nothing
 """
 
 from __future__ import annotations
@@ -157,9 +156,3 @@ class ProcessorError(SupplybusError):
     every event). Nothing of the batch was committed; fix the processor and restart it."""
 
     code = "PROCESSOR"
-
-
-class DeadLetterError(SupplybusError):
-    """A dead letter could not be written; the offset must not be committed."""
-
-    code = "DEAD_LETTER"

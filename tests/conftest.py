@@ -96,10 +96,6 @@ def make_topic(settings: Settings) -> TopicFactory:
     return create
 
 
-def with_catalog(settings: Settings, path: Path) -> Settings:
-    return replace(settings, topic_catalog=path)
-
-
 @pytest.fixture
 def isolated(settings: Settings, tmp_path: Path) -> Settings:
     """Settings whose topic catalog is the shipped one with every topic renamed uniquely

@@ -90,3 +90,18 @@ def test_any_delivery_schedule_applies_each_event_once(
         for i in batch:
             deliveries_of[i] = deliveries_of.get(i, 0) + 1
     assert {d[0]: d[1] for d in dead} == {i: deliveries_of[i] for i in poison}
+
+
+def test_per_event_adapts_a_single_event_handler() -> None:
+    from supplybus.consumers.runtime.processor import per_event
+
+    seen: list[int] = []
+
+    def handler(event: Event, conn: object) -> list[dict[str, int]]:
+        seen.append(event.offset)
+        return [{"n": event.offset}] * (event.offset % 2)
+
+    events = _events(set())[:5]
+    emitted = per_event(handler)(events, None)  # type: ignore[arg-type]
+    assert seen == [0, 1, 2, 3, 4]
+    assert emitted == [{"n": 1}, {"n": 3}]
