@@ -5,11 +5,13 @@ measure, ISO 4217 currencies. Plain functions over plain data; each error names 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from supplybus.errors import FieldError
 from supplybus.events.registry import SchemaVersion
+from supplybus.events.schema_walk import collect_named, full_name
 
 #: Units of measure supplybus accepts (UN/ECE Recommendation 20 and common healthcare codes).
 UNITS_OF_MEASURE = frozenset(
@@ -60,37 +62,106 @@ def gtin_check_digit(body: str) -> str:
     return str((10 - total % 10) % 10)
 
 
-def _nodes(value: Any, path: str) -> Iterator[tuple[str, str, Any]]:
-    """(path, field name, value) for every field of nested records and lists."""
-    if isinstance(value, Mapping):
-        for key, child in value.items():
-            where = f"{path}.{key}" if path else key
-            yield where, key, child
-            yield from _nodes(child, where)
-    elif isinstance(value, list):
-        for i, child in enumerate(value):
-            yield from _nodes(child, f"{path}[{i}]")
+Kind = Literal["gtin", "quantity", "money"]
+_KINDS: dict[str, Kind] = {
+    "supplybus.common.Quantity": "quantity",
+    "supplybus.common.Money": "money",
+}
 
 
-def _is_quantity(v: Any) -> bool:
-    return isinstance(v, Mapping) and set(v) == {"value", "uom"}
+@dataclass(frozen=True)
+class _Target:
+    """A place in the record to check: field names from the top, "*" for list items."""
+
+    kind: Kind
+    steps: tuple[str, ...]
 
 
-def _is_money(v: Any) -> bool:
-    return isinstance(v, Mapping) and set(v) == {"amount", "currency"}
+_plans: dict[bytes, tuple[_Target, ...]] = {}
+
+
+def _targets(sv: SchemaVersion) -> tuple[_Target, ...]:
+    """Where the checked types sit in this schema (computed once per schema version)."""
+    plan = _plans.get(sv.fingerprint)
+    if plan is None:
+        named: dict[str, Any] = {}
+        collect_named(dict(sv.raw), "", named)
+        found: list[_Target] = []
+        _find(dict(sv.raw), "", (), named, found, set())
+        plan = _plans[sv.fingerprint] = tuple(found)
+    return plan
+
+
+def _find(
+    schema: Any,
+    ns: str,
+    steps: tuple[str, ...],
+    named: dict[str, Any],
+    found: list[_Target],
+    active: set[str],
+) -> None:
+    if isinstance(schema, str):
+        resolved = named.get(schema) or named.get(f"{ns}.{schema}")
+        if resolved is not None:
+            _find(resolved, ns, steps, named, found, active)
+        return
+    if isinstance(schema, list):
+        for branch in schema:
+            _find(branch, ns, steps, named, found, active)
+        return
+    kind = schema.get("type")
+    if isinstance(kind, dict | list):
+        _find(kind, ns, steps, named, found, active)
+    elif kind == "array":
+        _find(schema["items"], ns, (*steps, "*"), named, found, active)
+    elif kind == "record":
+        name = full_name(schema, ns)
+        if name in _KINDS:
+            found.append(_Target(_KINDS[name], steps))
+            return
+        if name in active:  # a recursive type: its fields are already being walked
+            return
+        inner = name.rpartition(".")[0]
+        for f in schema["fields"]:
+            if f["name"] == "gtin":
+                found.append(_Target("gtin", (*steps, "gtin")))
+            else:
+                _find(f["type"], inner, (*steps, f["name"]), named, found, active | {name})
+
+
+def _values(value: Any, steps: tuple[str, ...], i: int, path: str) -> Iterator[tuple[str, Any]]:
+    if value is None:
+        return
+    if i == len(steps):
+        yield path, value
+        return
+    step = steps[i]
+    if step == "*":
+        if isinstance(value, list):
+            for j, item in enumerate(value):
+                yield from _values(item, steps, i + 1, f"{path}[{j}]")
+    elif isinstance(value, Mapping) and step in value:
+        yield from _values(value[step], steps, i + 1, f"{path}.{step}" if path else step)
 
 
 def check_domain(sv: SchemaVersion, record: Mapping[str, Any]) -> list[FieldError]:
     """Every domain error of a conformed record (empty when it passes)."""
     errors: list[FieldError] = []
     signed = sv.event_type == "StockMovement" and record.get("kind") == "ADJUSTMENT"
-    for path, name, v in _nodes(record, ""):
-        if name == "gtin" and isinstance(v, str) and not gtin_is_valid(v):
-            errors.append(FieldError(path, "a GS1 GTIN-8/12/13/14 with a valid check digit", v))
-        elif _is_quantity(v):
-            errors.extend(_quantity(path, name, v, signed=signed and path == "quantity"))
-        elif _is_money(v):
-            errors.extend(_money(path, v))
+    for target in _targets(sv):
+        for path, v in _values(record, target.steps, 0, ""):
+            if target.kind == "gtin":
+                if isinstance(v, str) and not gtin_is_valid(v):
+                    errors.append(
+                        FieldError(path, "a GS1 GTIN-8/12/13/14 with a valid check digit", v)
+                    )
+            elif not isinstance(v, Mapping):
+                continue
+            elif target.kind == "quantity":
+                name = target.steps[-1] if target.steps else ""
+                errors.extend(_quantity(path, name, v, signed=signed and path == "quantity"))
+            else:
+                errors.extend(_money(path, v))
     return errors
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from supplybus.errors import FieldError, ValidationError
 from supplybus.events.domain_checks import check_domain
 from supplybus.events.registry import SchemaVersion
+from supplybus.events.schema_walk import collect_named, full_name
 
 _PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 _INT_RANGE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
@@ -46,7 +47,7 @@ class _Walk:
         if logical is not None:
             return self.logical(schema, logical, v, path)
         if kind in ("record", "enum", "fixed"):
-            ns = _full_name(schema, ns).rpartition(".")[0]
+            ns = full_name(schema, ns).rpartition(".")[0]
         if kind == "record":
             return self.record(schema, v, path, ns)
         if kind == "enum":
@@ -185,37 +186,9 @@ def _bad() -> Any:
     raise ValueError
 
 
-def _full_name(schema: Mapping[str, Any], ns: str) -> str:
-    name = str(schema["name"])
-    if "." in name:
-        return name
-    ns = str(schema.get("namespace", ns))
-    return f"{ns}.{name}" if ns else name
-
-
-def _collect(schema: Any, ns: str, named: dict[str, Any]) -> None:
-    """Every named type defined anywhere in the schema, by full name."""
-    if isinstance(schema, list):
-        for branch in schema:
-            _collect(branch, ns, named)
-    elif isinstance(schema, dict):
-        kind = schema.get("type")
-        if kind in ("record", "enum", "fixed", "error"):
-            full = _full_name(schema, ns)
-            named[full] = schema
-            ns = full.rpartition(".")[0]
-        for f in schema.get("fields", ()):
-            _collect(f["type"], ns, named)
-        for key in ("items", "values"):
-            if key in schema:
-                _collect(schema[key], ns, named)
-        if isinstance(kind, dict | list):
-            _collect(kind, ns, named)
-
-
 def _walk(sv: SchemaVersion, record: Mapping[str, Any]) -> tuple[Any, list[FieldError]]:
     walk = _Walk()
-    _collect(dict(sv.raw), "", walk.named)
+    collect_named(dict(sv.raw), "", walk.named)
     out = walk.value(dict(sv.raw), record, "", "")
     return out, walk.errors
 
