@@ -67,6 +67,11 @@ _KINDS: dict[str, Kind] = {
     "supplybus.common.Quantity": "quantity",
     "supplybus.common.Money": "money",
 }
+_KEYS: dict[Kind, frozenset[str]] = {
+    "quantity": frozenset({"value", "uom"}),
+    "money": frozenset({"amount", "currency"}),
+    "gtin": frozenset(),
+}
 
 
 @dataclass(frozen=True)
@@ -155,8 +160,8 @@ def check_domain(sv: SchemaVersion, record: Mapping[str, Any]) -> list[FieldErro
                     errors.append(
                         FieldError(path, "a GS1 GTIN-8/12/13/14 with a valid check digit", v)
                     )
-            elif not isinstance(v, Mapping):
-                continue
+            elif not isinstance(v, Mapping) or not _KEYS[target.kind] <= v.keys():
+                continue  # conformance already reported what is missing
             elif target.kind == "quantity":
                 name = target.steps[-1] if target.steps else ""
                 errors.extend(_quantity(path, name, v, signed=signed and path == "quantity"))

@@ -193,7 +193,7 @@ class _Compiler:
             expected = f"one of {', '.join(schema['symbols'])}"
 
             def enum(v: Any, path: str, errors: Errors) -> Any:
-                if v not in symbols:
+                if type(v) is not str or v not in symbols:
                     errors.append(FieldError(path, expected, v))
                 return v
 

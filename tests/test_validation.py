@@ -131,3 +131,26 @@ def test_non_positive_quantities_are_refused(record: dict[str, Any], bad: Decima
     record["quantity"]["value"] = bad
     errors = _errors("StockMovement", record)
     assert errors == [f"quantity.value: must be > 0, got {bad.quantize(Decimal('0.001'))}"]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(STORE.event_types), st.data())
+def test_any_json_in_any_field_gives_field_errors_never_a_crash(
+    event_type: str, data: st.DataObject
+) -> None:
+    record = sample_record(STORE.latest(event_type))
+    field = data.draw(st.sampled_from(sorted(record)))
+    record[field] = data.draw(json_values)
+    try:
+        validate(STORE.latest(event_type), record)
+    except ValidationError as exc:
+        assert exc.errors and all(str(e) for e in exc.errors)
