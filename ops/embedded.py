@@ -6,6 +6,7 @@ call that started them; ``ops.services`` records their pids and addresses.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -142,12 +143,10 @@ def _alive(pid: int) -> bool:
     if child is not None and child.poll() is not None:
         del _children[pid]
         return False
-    try:
+    with contextlib.suppress(ChildProcessError):  # not our child: look at /proc instead
         waited, _ = os.waitpid(pid, os.WNOHANG)
         if waited == pid:
             return False
-    except ChildProcessError:
-        pass
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:

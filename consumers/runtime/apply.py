@@ -78,32 +78,30 @@ class BatchApplier:
         it fails is it rolled back and applied again with each part in a savepoint.
         """
         try:
-            return self._apply_whole(conn, events, failures)
+            return self._run(conn, events, failures, isolate=False)
         except PASS_THROUGH:
             raise
         except FATAL_DB_ERRORS as exc:
             raise self._broken(exc) from exc
         except Exception:  # noqa: BLE001 - isolate the failing event(s) below
             log.info("batch failed as a whole; isolating the failing event(s)")
-        return self._apply_isolating(conn, events, failures)
+        return self._run(conn, events, failures, isolate=True)
 
-    def _apply_whole(
-        self, conn: psycopg.Connection, events: Sequence[Event], failures: Sequence[Failure]
+    def _run(
+        self,
+        conn: psycopg.Connection,
+        events: Sequence[Event],
+        failures: Sequence[Failure],
+        *,
+        isolate: bool,
     ) -> Outcome:
         outcome = Outcome()
         with conn.transaction():
             for failure in failures:
                 self._dead_letter(conn, failure, outcome)
-            self._claim_and_handle(conn, list(events), outcome)
-        return outcome
-
-    def _apply_isolating(
-        self, conn: psycopg.Connection, events: Sequence[Event], failures: Sequence[Failure]
-    ) -> Outcome:
-        outcome = Outcome()
-        with conn.transaction():
-            for failure in failures:
-                self._dead_letter(conn, failure, outcome)
+            if not isolate:
+                self._claim_and_handle(conn, list(events), outcome)
+                return outcome
             self._apply(conn, list(events), outcome)
             unexplained = [f for f in outcome.dead if not _blames_event(f.error)]
             if len(events) > 1 and len(unexplained) == len(events):
