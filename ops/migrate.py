@@ -68,7 +68,7 @@ def migrate(settings: Settings, directory: Path = MIGRATIONS_DIR) -> list[Migrat
 
 def _apply_one(conn: psycopg.Connection, migration: Migration) -> bool:
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", (_LOCK_ID,))
         row = conn.execute(
             "SELECT checksum FROM schema_migrations WHERE version = %s", (migration.version,)
         ).fetchone()

@@ -1,8 +1,9 @@
 """The outbox relay: publishes outbox rows in id order with the idempotent producer.
 
-One relay at a time per database (a PostgreSQL advisory lock; a second relay waits as a
-standby). Each round reads unsent rows in order, produces them, waits for every
-acknowledgement, then marks the acknowledged prefix sent. A crash between the broker's
+One relay at a time per supplybus schema (a PostgreSQL advisory lock; a second relay waits
+as a standby and takes over when the first one's session ends). Each round reads unsent rows
+in order, produces them, waits for every acknowledgement, then marks the acknowledged prefix
+sent. A crash between the broker's
 acknowledgement and the mark re-publishes those rows: downstream ledgers skip them.
 """
 
@@ -28,7 +29,7 @@ from supplybus.ops.metrics import Metrics
 from supplybus.producers.publisher import KafkaHeaders
 
 log = logging.getLogger("supplybus.relay")
-_LOCK_ID = 0x5B0B  # advisory lock: one active relay per database
+_LOCK_ID = 0x5B0B  # advisory lock (with the schema): one active relay per supplybus schema
 _FETCH = """
 SELECT id, topic, key, value, headers, event_id::text, event_type, correlation_id, causation_id,
        priority, traceparent
@@ -98,7 +99,9 @@ class OutboxRelay:
                 log.warning("relay: %s", exc)
                 stop.wait(1.0)
                 continue
-            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_ID,)).fetchone()
+            row = conn.execute(
+                "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (_LOCK_ID, self.settings.db_schema)
+            ).fetchone()
             if row and row[0]:
                 return conn
             conn.close()

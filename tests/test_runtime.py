@@ -189,3 +189,32 @@ def test_metrics_are_served(isolated: Settings) -> None:
         "supplybus_consumer_lag",
     ):
         assert name in text, name
+
+
+def test_a_second_relay_stands_by_and_takes_over(isolated: Settings) -> None:
+    from supplybus.producers.relay import OutboxRelay
+
+    settings = _fresh_group(isolated)
+    flood.publish(settings, flood.load("relay", keys=3, per_key=10, reason="emit"))
+    _run(settings, [keyed_sums()], relay=False)  # 30 emitted events wait in the outbox
+    first_stop, second_stop = threading.Event(), threading.Event()
+    first, second = OutboxRelay(settings), OutboxRelay(settings)
+    t1 = threading.Thread(target=first.run, args=(first_stop,))
+    t1.start()
+    time.sleep(1.0)
+    t2 = threading.Thread(target=second.run, args=(second_stop,))
+    t2.start()
+    time.sleep(2.0)
+    assert first.stats.published == 30 and second.stats.rounds == 0  # the second stands by
+    with connect(settings) as conn:  # new work arrives while the first relay goes away
+        conn.execute("UPDATE outbox SET sent_at = NULL WHERE id IN (SELECT min(id) FROM outbox)")
+        first_stop.set()
+        t1.join(10)
+        conn.commit()
+    deadline = time.monotonic() + 10
+    while second.stats.published < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    second_stop.set()
+    t2.join(10)
+    assert second.stats.published == 1
+    assert first.error is None and second.error is None
