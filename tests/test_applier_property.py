@@ -105,3 +105,23 @@ def test_per_event_adapts_a_single_event_handler() -> None:
     emitted = per_event(handler)(events, None)  # type: ignore[arg-type]
     assert seen == [0, 1, 2, 3, 4]
     assert emitted == [{"n": 1}, {"n": 3}]
+
+
+def test_dlq_limit_stops_before_a_stream_is_dead_lettered(db: Settings) -> None:
+    from dataclasses import replace
+
+    from supplybus.consumers.runtime.processor import DlqLimit
+    from supplybus.errors import ProcessorError
+
+    limited = replace(keyed_sums(), dlq_limit=DlqLimit(max_ratio=0.2, min_records=10))
+    events = _events(poison=set(range(6, KEYS * PER_KEY)))  # from the 7th event on, all bad
+    with connect(db) as conn:
+        conn.execute("TRUNCATE applied_effects, processed_events, dead_letters, outbox")
+        conn.commit()
+        applier = BatchApplier(limited, EventCatalog.from_settings(db), lambda t: f"{t}.dlq")
+        applier.apply(conn, events[:8], [])  # 2 of 8 dead: under min_records, committed
+        with pytest.raises(ProcessorError, match="over its limit of 20%"):
+            applier.apply(conn, events[8:16], [])
+        dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()
+    assert dead == (2,)  # the batch over the limit was rolled back
+    assert flood.count_effects(db) == 6

@@ -68,6 +68,8 @@ class BatchApplier:
         self.processor = processor
         self.catalog = catalog
         self.dlq_topic_of = dlq_topic_of
+        self.seen = 0  # records committed since start (applied, duplicate or dead-lettered)
+        self.dead = 0
 
     def apply(
         self, conn: psycopg.Connection, events: Sequence[Event], failures: Sequence[Failure]
@@ -101,16 +103,31 @@ class BatchApplier:
                 self._dead_letter(conn, failure, outcome)
             if not isolate:
                 self._claim_and_handle(conn, list(events), outcome)
-                return outcome
-            self._apply(conn, list(events), outcome)
-            unexplained = [f for f in outcome.dead if not _blames_event(f.error)]
-            if len(events) > 1 and len(unexplained) == len(events):
-                raise ProcessorError(
-                    f"processor {self.processor.name} failed on every event of a batch of "
-                    f"{len(events)} ({type(unexplained[0].error).__name__}: "
-                    f"{unexplained[0].error}); nothing was committed"
-                ) from unexplained[0].error
+            else:
+                self._apply(conn, list(events), outcome)
+                unexplained = [f for f in outcome.dead if not _blames_event(f.error)]
+                if len(events) > 1 and len(unexplained) == len(events):
+                    raise ProcessorError(
+                        f"processor {self.processor.name} failed on every event of a batch of "
+                        f"{len(events)} ({type(unexplained[0].error).__name__}: "
+                        f"{unexplained[0].error}); nothing was committed"
+                    ) from unexplained[0].error
+            self._check_dlq_limit(len(events) + len(failures), len(outcome.dead))
+        self.seen += len(events) + len(failures)
+        self.dead += len(outcome.dead)
         return outcome
+
+    def _check_dlq_limit(self, records: int, dead: int) -> None:
+        limit = self.processor.dlq_limit
+        seen, total_dead = self.seen + records, self.dead + dead
+        if limit.max_ratio is None or seen < limit.min_records or not dead:
+            return
+        if total_dead / seen > limit.max_ratio:
+            raise ProcessorError(
+                f"processor {self.processor.name}: {total_dead} of {seen} records dead-lettered "
+                f"since start, over its limit of {limit.max_ratio:.0%}; this batch was not "
+                "committed (check the dead letters, fix the cause, restart)"
+            )
 
     def _claim_and_handle(
         self, conn: psycopg.Connection, events: list[Event], outcome: Outcome

@@ -63,6 +63,19 @@ EventHandler = Callable[[Event, psycopg.Connection], Iterable[Record]]
 
 
 @dataclass(frozen=True)
+class DlqLimit:
+    """When dead letters stop meaning "a few bad records" and start meaning "something is wrong".
+
+    Once ``min_records`` records were seen, a batch that would take the share of dead letters
+    (since the lane started) above ``max_ratio`` is not committed and the lane stops with a
+    ProcessorError, rather than dead-lettering a whole stream. ``None`` disables the limit.
+    """
+
+    max_ratio: float | None = None
+    min_records: int = 100
+
+
+@dataclass(frozen=True)
 class Processor:
     """A stream processor. ``name`` is its consumer group and its ledger namespace."""
 
@@ -72,6 +85,7 @@ class Processor:
     setup: Callable[[psycopg.Connection], None] | None = None
     description: str = ""
     batch_size: int = field(default=1000)
+    dlq_limit: DlqLimit = field(default_factory=DlqLimit)
 
     def accepts(self, event_type: str) -> bool:
         return event_type in self.consumes
