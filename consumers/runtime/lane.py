@@ -3,7 +3,8 @@
 consume a batch -> decode -> apply in one transaction (retrying transient errors with the
 batch kept and consumption paused) -> commit the batch's offsets. Offsets are committed only
 after the transaction committed; a crash in between re-delivers the batch, and the ledger
-skips what was applied.
+skips what was applied. The routine lane decodes batch N+1 while its database thread applies
+batch N; transactions and offset commits still happen one batch after another, in order.
 """
 
 from __future__ import annotations
