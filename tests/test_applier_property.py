@@ -125,3 +125,20 @@ def test_dlq_limit_stops_before_a_stream_is_dead_lettered(db: Settings) -> None:
         dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()
     assert dead == (2,)  # the batch over the limit was rolled back
     assert flood.count_effects(db) == 6
+
+
+def test_ledger_compares_event_ids_as_uuids_whatever_their_spelling(db: Settings) -> None:
+    import uuid
+
+    from supplybus.consumers.runtime import ledger
+
+    ids = [str(uuid.uuid4()).upper() for _ in range(6)]  # a foreign producer's spelling
+    events = [
+        Event("StockMovement", {"envelope": {"event_id": i}}, TOPIC, 0, n, None)
+        for n, i in enumerate(ids)
+    ]
+    with connect(db) as conn, conn.transaction():
+        assert ledger.claim(conn, "spelling", events[:3]) == events[:3]
+        again = [*events[:3], events[0], *events[3:]]  # re-delivered, and a duplicate in-batch
+        assert ledger.claim(conn, "spelling", again) == events[3:]
+        conn.execute("DELETE FROM processed_events WHERE processor = 'spelling'")

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 
 import psycopg
 
 from supplybus.consumers.runtime.processor import Event
 
+# One row back: how many were new and, only when some were not, which ones were.
 _CLAIM = """
-INSERT INTO processed_events (processor, event_id, topic, partition, "offset")
-SELECT %b, e.id, e.topic, e.part, e.off
-FROM unnest(%b::text[]::uuid[], %b::text[], %b::int[], %b::bigint[]) AS e(id, topic, part, off)
-ON CONFLICT DO NOTHING
-RETURNING event_id::text
+WITH claimed AS (
+    INSERT INTO processed_events (processor, event_id, topic, partition, "offset")
+    SELECT %b, e.id, e.topic, e.part, e.off
+    FROM unnest(%b::text[]::uuid[], %b::text[], %b::int[], %b::bigint[])
+         AS e(id, topic, part, off)
+    ON CONFLICT DO NOTHING
+    RETURNING event_id
+)
+SELECT count(*), CASE WHEN count(*) < %b THEN array_agg(event_id::text) END FROM claimed
 """
 
 
@@ -25,7 +31,7 @@ def claim(conn: psycopg.Connection, processor: str, events: Sequence[Event]) -> 
     for event in events:
         first.setdefault(event.event_id, event)
     unique = list(first.values())
-    rows = conn.execute(
+    row = conn.execute(
         _CLAIM,
         (
             processor,
@@ -33,7 +39,11 @@ def claim(conn: psycopg.Connection, processor: str, events: Sequence[Event]) -> 
             [e.topic for e in unique],
             [e.partition for e in unique],
             [e.offset for e in unique],
+            len(unique),
         ),
-    ).fetchall()
-    fresh = {r[0] for r in rows}
-    return [e for e in unique if e.event_id in fresh]
+    ).fetchone()
+    if row is None or row[0] == len(unique):
+        return unique  # the common case: nothing here was applied before
+    fresh = set(row[1] or ())
+    # PostgreSQL answers canonical uuid text; compare in that form, whatever a producer wrote
+    return [e for e in unique if str(uuid.UUID(e.event_id)) in fresh]
