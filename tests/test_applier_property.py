@@ -139,6 +139,9 @@ def test_ledger_compares_event_ids_as_uuids_whatever_their_spelling(db: Settings
     ]
     with connect(db) as conn, conn.transaction():
         assert ledger.claim(conn, "spelling", events[:3]) == events[:3]
-        again = [*events[:3], events[0], *events[3:]]  # re-delivered, and a duplicate in-batch
+        lower = Event(
+            "StockMovement", {"envelope": {"event_id": ids[4].lower()}}, TOPIC, 0, 9, None
+        )
+        again = [*events[:3], events[0], *events[3:], lower]  # re-delivered, duplicated, respelled
         assert ledger.claim(conn, "spelling", again) == events[3:]
         conn.execute("DELETE FROM processed_events WHERE processor = 'spelling'")

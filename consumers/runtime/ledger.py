@@ -44,6 +44,13 @@ def claim(conn: psycopg.Connection, processor: str, events: Sequence[Event]) -> 
     ).fetchone()
     if row is None or row[0] == len(unique):
         return unique  # the common case: nothing here was applied before
+    # PostgreSQL answers canonical uuid text: compare in that form, whatever a producer wrote,
+    # and keep one event per id (two spellings of one id in a batch are one event)
     fresh = set(row[1] or ())
-    # PostgreSQL answers canonical uuid text; compare in that form, whatever a producer wrote
-    return [e for e in unique if str(uuid.UUID(e.event_id)) in fresh]
+    out: list[Event] = []
+    for event in unique:
+        canonical = str(uuid.UUID(event.event_id))
+        if canonical in fresh:
+            fresh.discard(canonical)
+            out.append(event)
+    return out
