@@ -20,7 +20,13 @@ from supplybus.ops.metrics import Metrics
     is_flag=True,
     help="Stop once no new record arrived for --idle-seconds and the outbox is drained.",
 )
-@click.option("--idle-seconds", type=click.FloatRange(min=0.5), default=5.0, show_default=True)
+@click.option(
+    "--idle-seconds",
+    type=click.FloatRange(min=0.5),
+    default=5.0,
+    show_default=True,
+    help="How long without new records counts as idle (with --until-idle).",
+)
 @click.option(
     "--metrics-port",
     type=click.IntRange(1, 65535),
@@ -42,6 +48,12 @@ def run(
     relay), or `package.module:attribute` naming your own Processor. Each processor runs a
     routine and a critical lane; effects are applied exactly once (idempotency ledger and
     transactional outbox in one PostgreSQL transaction, then the Kafka offsets).
+
+    \b
+    Examples:
+      supplybus run stock-balances relay
+      supplybus run all --until-idle --idle-seconds 10
+      supplybus run mypkg.sync:processor --metrics-port 9108
     """
     settings = ctx.running()
     configure_json_logging(settings.log_level if not ctx.verbose else "DEBUG")
