@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 
 from supplybus.config import Settings
@@ -60,6 +60,34 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
 
 def make_producer(settings: Settings, **overrides: Any) -> Producer:
     return Producer(producer_config(settings, **overrides))
+
+
+#: The header type confluent-kafka's produce() is annotated with.
+KafkaHeaders = list[tuple[str, str | bytes | None]]
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+
+def produce(
+    producer: Producer,
+    topic: str,
+    value: bytes | None,
+    key: bytes | None,
+    headers: Sequence[tuple[str, bytes]],
+    on_delivery: DeliveryCallback,
+) -> None:
+    """Enqueue one record, serving delivery reports while the local queue is full."""
+    while True:
+        try:
+            producer.produce(
+                topic,
+                value,
+                key,
+                headers=cast(KafkaHeaders, list(headers)),
+                on_delivery=on_delivery,
+            )
+            return
+        except BufferError:
+            producer.poll(0.05)
 
 
 def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:

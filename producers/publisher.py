@@ -12,17 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from supplybus.adapters.kafka import make_producer
+from supplybus.adapters.kafka import make_producer, produce
 from supplybus.config import Settings
 from supplybus.errors import DeliveryError
 from supplybus.events.catalog import EventCatalog, Outgoing
-
-#: The header type confluent-kafka's produce() is annotated with.
-KafkaHeaders = list[tuple[str, str | bytes | None]]
 
 
 class Publisher:
@@ -65,18 +62,7 @@ class Publisher:
 
     def send(self, out: Outgoing) -> None:
         """Enqueue an already prepared event (waits for room when the queue is full)."""
-        while True:
-            try:
-                self.producer.produce(
-                    out.topic,
-                    out.value,
-                    out.key,
-                    headers=cast(KafkaHeaders, out.headers),
-                    on_delivery=self._on_delivery,
-                )
-                return
-            except BufferError:
-                self.producer.poll(0.05)
+        produce(self.producer, out.topic, out.value, out.key, out.headers, self._on_delivery)
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:

@@ -11,22 +11,19 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import cast
 
 import psycopg
 from confluent_kafka import KafkaError, Message, Producer
 
-from supplybus.adapters.kafka import make_producer
+from supplybus.adapters.kafka import make_producer, produce
 from supplybus.adapters.postgres import connect
 from supplybus.config import Settings
 from supplybus.consumers.runtime.outbox import decode_headers
 from supplybus.errors import DeliveryError, TransientError
 from supplybus.events import headers as h
 from supplybus.ops.metrics import Metrics
-from supplybus.producers.publisher import KafkaHeaders
 
 log = logging.getLogger("supplybus.relay")
 _LOCK_ID = 0x5B0B  # advisory lock (with the schema): one active relay per supplybus schema
@@ -135,7 +132,7 @@ class OutboxRelay:
                     )
                     if v
                 ]
-            self._produce(topic, value, key, headers, partial(on_delivery, row_id))
+            produce(self.producer, topic, value, key, headers, partial(on_delivery, row_id))
         remaining = self.producer.flush(30)
         done: list[int] = []
         for row in rows:  # mark the acknowledged prefix only: order is kept on re-send
@@ -155,23 +152,6 @@ class OutboxRelay:
             )
         self._backlog(conn, None)
         return len(done)
-
-    def _produce(
-        self,
-        topic: str,
-        value: bytes | None,
-        key: bytes | None,
-        headers: list[tuple[str, bytes]],
-        callback: Callable[[KafkaError | None, Message], None],
-    ) -> None:
-        while True:
-            try:
-                self.producer.produce(
-                    topic, value, key, headers=cast(KafkaHeaders, headers), on_delivery=callback
-                )
-                return
-            except BufferError:
-                self.producer.poll(0.05)
 
     def _backlog(self, conn: psycopg.Connection, known: int | None) -> None:
         if known is None:

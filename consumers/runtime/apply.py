@@ -30,13 +30,7 @@ TRANSIENT_DB_ERRORS: tuple[type[Exception], ...] = (
     psycopg.errors.DeadlockDetected,
 )
 #: Everything the lane retries with the batch kept: ours and the database's transient errors.
-RETRYABLE: tuple[type[Exception], ...] = (
-    TransientError,
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-    psycopg.errors.SerializationFailure,
-    psycopg.errors.DeadlockDetected,
-)
+RETRYABLE: tuple[type[Exception], ...] = (TransientError, *TRANSIENT_DB_ERRORS)
 #: Errors that leave a batch as they are: retried as a whole, or stopping the lane.
 PASS_THROUGH: tuple[type[Exception], ...] = (*RETRYABLE, ProcessorError)
 #: Errors that mean the processor's SQL or tables are wrong: no event is to blame.
