@@ -17,8 +17,8 @@ from supplybus.events.codec import Codec, event_type_of, make_codec
 from supplybus.events.domain_checks import check_domain
 from supplybus.events.headers import routing_headers
 from supplybus.events.registry import SchemaStore, default_store
+from supplybus.events.topics import TopicCatalog, load_catalog
 from supplybus.events.validation import validate
-from supplybus.ops.topic_catalog import Catalog, load_catalog
 
 Check = Literal["full", "domain", "none"]
 
@@ -35,7 +35,7 @@ class Outgoing:
 
 
 class EventCatalog:
-    def __init__(self, store: SchemaStore, topics: Catalog, codec: Codec) -> None:
+    def __init__(self, store: SchemaStore, topics: TopicCatalog, codec: Codec) -> None:
         self.store = store
         self.topics = topics
         self.codec = codec

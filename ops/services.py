@@ -22,9 +22,9 @@ from supplybus.adapters.kafka import wait_for_broker
 from supplybus.adapters.postgres import connect
 from supplybus.config import Settings, mask_url
 from supplybus.errors import ServiceUnavailable
+from supplybus.events.topics import load_catalog
 from supplybus.ops import embedded, migrate, topic_admin
 from supplybus.ops.topic_admin import TopicState
-from supplybus.ops.topic_catalog import load_catalog
 
 
 @dataclass

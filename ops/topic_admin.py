@@ -15,7 +15,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 
 from supplybus.adapters.kafka import make_admin, map_kafka_errors
 from supplybus.config import Settings
-from supplybus.ops.topic_catalog import Catalog, TopicSpec
+from supplybus.events.topics import TopicCatalog, TopicSpec
 
 Status = Literal["created", "ok", "drift", "missing"]
 
@@ -30,7 +30,7 @@ class TopicState:
     drift: tuple[str, ...] = field(default=())
 
 
-def inspect(settings: Settings, catalog: Catalog) -> list[TopicState]:
+def inspect(settings: Settings, catalog: TopicCatalog) -> list[TopicState]:
     """Compare the broker with the catalog without changing anything."""
     admin = make_admin(settings)
     with map_kafka_errors(settings, "listing topics"):
@@ -49,7 +49,7 @@ def inspect(settings: Settings, catalog: Catalog) -> list[TopicState]:
     return states
 
 
-def apply(settings: Settings, catalog: Catalog) -> list[TopicState]:
+def apply(settings: Settings, catalog: TopicCatalog) -> list[TopicState]:
     """Create every missing topic; return each topic's state (drift is reported, not fixed)."""
     states = inspect(settings, catalog)
     missing = [s.spec for s in states if s.status == "missing"]

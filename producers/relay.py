@@ -20,10 +20,10 @@ from confluent_kafka import KafkaError, Message, Producer
 from supplybus.adapters.kafka import make_producer, produce
 from supplybus.adapters.postgres import connect
 from supplybus.config import Settings
-from supplybus.consumers.runtime.outbox import decode_headers
 from supplybus.errors import DeliveryError, TransientError
 from supplybus.events import headers as h
-from supplybus.ops.metrics import Metrics
+from supplybus.metrics import Metrics
+from supplybus.producers.outbox import decode_headers
 
 log = logging.getLogger("supplybus.relay")
 _LOCK_ID = 0x5B0B  # advisory lock (with the schema): one active relay per supplybus schema

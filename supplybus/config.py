@@ -56,7 +56,7 @@ FIELDS: tuple[Field, ...] = (
         "topic_catalog",
         "SUPPLYBUS_TOPIC_CATALOG",
         Path,
-        "The topic catalog file (default: the one shipped in ops/).",
+        "The topic catalog file (default: the one shipped in schemas/).",
     ),
     Field(
         "connect_timeout_s",
@@ -93,10 +93,10 @@ FIELDS: tuple[Field, ...] = (
 
 
 def shipped_catalog() -> Path:
-    """The topic catalog shipped with supplybus (``supplybus/ops/topics.yaml``)."""
-    spec = importlib.util.find_spec("supplybus.ops")
+    """The topic catalog shipped with supplybus (``schemas/topics.yaml``)."""
+    spec = importlib.util.find_spec("supplybus.schemas")
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("supplybus.ops is not installed: run `make install`")
+        raise ConfigError("supplybus.schemas is not installed: run `make install`")
     return Path(next(iter(spec.submodule_search_locations))) / "topics.yaml"
 
 
@@ -221,6 +221,6 @@ def settings_table() -> str:
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for spec in FIELDS:
         default = defaults.get(spec.name)
-        shown = "(shipped ops/topics.yaml)" if spec.name == "topic_catalog" else default
+        shown = "(shipped schemas/topics.yaml)" if spec.name == "topic_catalog" else default
         rows.append(f"| `{spec.env}` | {'' if shown is None else f'`{shown}`'} | {spec.help} |")
     return "\n".join(rows)

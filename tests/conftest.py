@@ -102,8 +102,8 @@ def isolated(settings: Settings, tmp_path: Path) -> Settings:
     (prefix ``t<hex>.``) and created on the broker; the database schema is migrated."""
     import yaml
 
+    from supplybus.events.topics import load_catalog
     from supplybus.ops.topic_admin import apply
-    from supplybus.ops.topic_catalog import load_catalog
 
     doc = yaml.safe_load(Settings().topic_catalog.read_text())
     prefix = f"t{uuid.uuid4().hex[:8]}."

@@ -165,8 +165,8 @@ def test_failed_dead_letter_write_commits_nothing(isolated: Settings) -> None:
 def test_metrics_are_served(isolated: Settings) -> None:
     import urllib.request
 
+    from supplybus.metrics import Metrics
     from supplybus.ops.embedded import free_port
-    from supplybus.ops.metrics import Metrics
 
     settings = _fresh_group(isolated)
     flood.publish(settings, flood.load("metrics", keys=3, per_key=10))

@@ -11,7 +11,7 @@ from fastavro.schema import parse_schema, to_parsing_canonical_form
 from supplybus.config import Settings
 from supplybus.events.docs import render
 from supplybus.events.registry import default_store, schemas_dir
-from supplybus.ops.topic_catalog import load_catalog
+from supplybus.events.topics import load_catalog
 from tests.helpers import run_cli
 
 STORE = default_store()

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from supplybus.config import Settings
+from supplybus.events.topics import load_catalog
 from supplybus.ops import embedded, services
 from supplybus.ops.topic_admin import inspect
-from supplybus.ops.topic_catalog import load_catalog
 from tests.helpers import run_cli, wait_for
 
 

@@ -10,8 +10,8 @@ import yaml
 
 from supplybus.config import Settings
 from supplybus.errors import CatalogError
+from supplybus.events.topics import load_catalog
 from supplybus.ops.topic_admin import apply, inspect
-from supplybus.ops.topic_catalog import load_catalog
 from tests.helpers import run_cli
 
 SHIPPED = Settings().topic_catalog

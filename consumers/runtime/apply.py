@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from supplybus.consumers.runtime import deadletter, ledger, outbox
+from supplybus.consumers.runtime import deadletter, ledger
 from supplybus.consumers.runtime.deadletter import Failure
 from supplybus.consumers.runtime.processor import Event, Processor
 from supplybus.errors import PermanentError, ProcessorError, TransientError
 from supplybus.events.catalog import EventCatalog
+from supplybus.producers import outbox
 
 log = logging.getLogger("supplybus.runtime")
 

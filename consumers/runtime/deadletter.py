@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import psycopg
 
-from supplybus.consumers.runtime import outbox
 from supplybus.errors import SupplybusError
+from supplybus.producers import outbox
 
 H_TOPIC = "sb-dlq-original-topic"
 H_PARTITION = "sb-dlq-original-partition"

@@ -38,7 +38,7 @@ from supplybus.consumers.runtime.deadletter import Failure
 from supplybus.consumers.runtime.processor import Event, Processor
 from supplybus.errors import SupplybusError
 from supplybus.events.catalog import EventCatalog
-from supplybus.ops.metrics import Metrics
+from supplybus.metrics import Metrics
 
 LaneName = Literal["routine", "critical"]
 #: End-to-end latency is observed for every LATENCY_SAMPLE-th applied event (per-event

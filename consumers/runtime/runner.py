@@ -22,7 +22,7 @@ from supplybus.consumers.runtime.lane import Lane, LaneName, PriorityGate
 from supplybus.consumers.runtime.processor import Processor
 from supplybus.errors import ConfigError
 from supplybus.events.catalog import EventCatalog
-from supplybus.ops.metrics import Metrics
+from supplybus.metrics import Metrics
 from supplybus.producers.relay import OutboxRelay
 
 log = logging.getLogger("supplybus.runtime")

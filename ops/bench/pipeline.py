@@ -38,11 +38,11 @@ from supplybus.consumers.runtime.runner import Runner
 from supplybus.errors import SupplybusError
 from supplybus.events.catalog import EventCatalog
 from supplybus.events.envelope import caused_by, new_envelope
+from supplybus.events.topics import load_catalog
 from supplybus.ops import migrate, services, topic_admin
 from supplybus.ops.bench import faust_peer
 from supplybus.ops.bench.faust_peer import TAKE, WITHIN
 from supplybus.ops.bench.report import Section, ratio
-from supplybus.ops.topic_catalog import load_catalog
 from supplybus.producers.publisher import Publisher
 
 EVENTS = 100_000

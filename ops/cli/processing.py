@@ -8,9 +8,9 @@ import click
 
 from supplybus.consumers import registry
 from supplybus.consumers.runtime.runner import Runner
+from supplybus.metrics import Metrics
 from supplybus.ops.cli.root import Context, cli, pass_ctx
 from supplybus.ops.logs import configure_json_logging
-from supplybus.ops.metrics import Metrics
 
 
 @cli.command()

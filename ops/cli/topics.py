@@ -8,10 +8,10 @@ from typing import Any
 import click
 from rich.table import Table
 
+from supplybus.events.topics import load_catalog
 from supplybus.ops import topic_admin
 from supplybus.ops.cli.root import Context, cli, emit_json, json_option, out, pass_ctx
 from supplybus.ops.topic_admin import TopicState
-from supplybus.ops.topic_catalog import load_catalog
 
 
 @cli.group()

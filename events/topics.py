@@ -60,7 +60,7 @@ class TopicSpec:
 
 
 @dataclass(frozen=True)
-class Catalog:
+class TopicCatalog:
     path: Path
     topics: tuple[TopicSpec, ...] = field(default=())
 
@@ -104,7 +104,7 @@ class Catalog:
         return tuple(t for t in self.topics if t.role == "stream" and t.stream == stream)
 
 
-def load_catalog(path: Path) -> Catalog:
+def load_catalog(path: Path) -> TopicCatalog:
     """Read and check the catalog; errors name the file and the offending entry."""
     try:
         doc = yaml.safe_load(path.read_text())
@@ -130,7 +130,7 @@ def load_catalog(path: Path) -> Catalog:
             if et in owners:
                 raise CatalogError(f"{path}: event type {et} is on {owners[et]} and {t.name}")
             owners[et] = t.name
-    return Catalog(path=path, topics=tuple(topics))
+    return TopicCatalog(path=path, topics=tuple(topics))
 
 
 def _expand(path: Path, index: int, entry: Any, defaults: Mapping[str, Any]) -> list[TopicSpec]:

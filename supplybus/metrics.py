@@ -16,23 +16,7 @@ Names (all prefixed ``supplybus_``):
 
 from __future__ import annotations
 
-from typing import Literal
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-
-MetricName = Literal[
-    "events_processed_total",
-    "events_duplicate_total",
-    "events_failed_total",
-    "events_dead_lettered_total",
-    "events_emitted_total",
-    "batch_duration_seconds",
-    "end_to_end_latency_seconds",
-    "transient_retries_total",
-    "outbox_backlog",
-    "outbox_published_total",
-    "consumer_lag",
-]
 
 _EVENT = ("processor", "topic", "event_type")
 
