@@ -1,6 +1,23 @@
-"""PostgreSQL connections and error translation (psycopg 3)."""
+"""PostgreSQL connections and error classification (psycopg 3).
+
+psycopg maps whole SQLSTATE classes onto one Python class (``OperationalError`` covers 53, 54,
+55, 57 and 58), so errors are classified here by SQLSTATE, once, for every caller:
+
+- ``TRANSIENT``: the server or connection, not the work, failed; retry the same work later.
+  Connection loss (no SQLSTATE, class 08, 57P01-03), serialization failure 40001, deadlock
+  40P01, insufficient resources (class 53: disk full, out of memory, too many connections),
+  lock not available 55P03, a read-only transaction 25006 (a failover in progress), a
+  statement timeout or cancel 57014 (load), and system I/O errors (class 58).
+- ``PROCESSOR``: the processor's SQL or tables are wrong (syntax, an undefined table or
+  column, a missing privilege, an unsupported feature): no event is to blame.
+- ``EVENT``: the data of the event hit a limit or constraint (class 22 data exceptions,
+  class 23 integrity violations including a unique-violation race, 54000 "index row too
+  large" for a 9,000-character key): the event is isolated and dead-lettered.
+"""
 
 from __future__ import annotations
+
+import enum
 
 import psycopg
 
@@ -37,3 +54,39 @@ def connect(settings: Settings, *, autocommit: bool = False) -> psycopg.Connecti
         ) from exc
     except psycopg.ProgrammingError as exc:
         raise ConfigError(f"DATABASE_URL: {exc} (got {mask_url(url)!r})") from exc
+
+
+class DbFault(enum.Enum):
+    """Whose fault a database error is (see the module docstring)."""
+
+    TRANSIENT = "transient"
+    PROCESSOR = "processor"
+    EVENT = "event"
+
+
+_TRANSIENT_STATES = frozenset(
+    {"40001", "40P01", "55P03", "25006", "57014", "57P01", "57P02", "57P03"}
+)
+_TRANSIENT_CLASSES = ("08", "53", "58")
+_PROCESSOR_CLASSES = ("42", "0A", "3F", "39", "38", "2B", "XX")
+
+
+def db_fault(exc: BaseException) -> DbFault | None:
+    """Classify a psycopg error by its SQLSTATE; ``None`` when ``exc`` is not one."""
+    if isinstance(exc, psycopg.InterfaceError):
+        return DbFault.TRANSIENT  # the connection is closed or broken
+    if not isinstance(exc, psycopg.Error):
+        return None
+    state = exc.sqlstate
+    if state is None:  # no answer from a server: connection failure
+        return DbFault.TRANSIENT
+    if state in _TRANSIENT_STATES or state.startswith(_TRANSIENT_CLASSES):
+        return DbFault.TRANSIENT
+    if state.startswith(_PROCESSOR_CLASSES):
+        return DbFault.PROCESSOR
+    return DbFault.EVENT
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for a psycopg error that means "try the same work again later"."""
+    return db_fault(exc) is DbFault.TRANSIENT
