@@ -17,16 +17,26 @@ _COLUMNS = (
 )
 
 
-def encode_headers(headers: Sequence[tuple[str, bytes]]) -> str:
-    """Headers as JSON [[name, base64], ...] (lossless for binary values)."""
-    return json.dumps([[k, base64.b64encode(v).decode()] for k, v in headers])
+def encode_headers(headers: Sequence[tuple[str, bytes | None]]) -> str:
+    """Headers as JSON [[name, base64 | null], ...]: lossless for binary and null values (a
+    foreign producer may write a header without a value). A NUL in a name, which jsonb cannot
+    hold, is written as the four characters ``\\x00``."""
+    return json.dumps(
+        [
+            [k.replace("\x00", "\\x00"), None if v is None else base64.b64encode(v).decode()]
+            for k, v in headers
+        ]
+    )
 
 
-def decode_headers(stored: object) -> list[tuple[str, bytes]]:
+def decode_headers(stored: object) -> list[tuple[str, bytes | None]]:
     if not stored:
         return []
     pairs = json.loads(stored) if isinstance(stored, str) else stored
-    return [(str(k), base64.b64decode(v)) for k, v in pairs]  # type: ignore[union-attr]
+    return [
+        (str(k), None if v is None else base64.b64decode(v))
+        for k, v in pairs  # type: ignore[union-attr]
+    ]
 
 
 def append(conn: psycopg.Connection, source: str, items: Sequence[Outgoing]) -> int:
@@ -61,7 +71,7 @@ def append_raw(
     topic: str,
     key: bytes | None,
     value: bytes | None,
-    headers: Sequence[tuple[str, bytes]],
+    headers: Sequence[tuple[str, bytes | None]],
     event_id: str | None = None,
     event_type: str | None = None,
     correlation_id: str | None = None,
