@@ -16,7 +16,7 @@ from supplybus.errors import FieldError, ValidationError
 from supplybus.events.codec import Codec, event_type_of, make_codec
 from supplybus.events.domain_checks import check_domain
 from supplybus.events.headers import routing_headers
-from supplybus.events.registry import SchemaStore, default_store
+from supplybus.events.schema_store import SchemaStore, default_store
 from supplybus.events.topics import TopicCatalog, load_catalog
 from supplybus.events.validation import validate
 

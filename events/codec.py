@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import fastavro
 
 from supplybus.errors import DecodeError, FieldError, ValidationError
-from supplybus.events.registry import SchemaStore, SchemaVersion
+from supplybus.events.schema_store import SchemaStore, SchemaVersion
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10

@@ -23,7 +23,7 @@ from supplybus.events.codec import (
     event_type_of,
     write_body,
 )
-from supplybus.events.registry import SchemaStore, SchemaVersion
+from supplybus.events.schema_store import SchemaStore, SchemaVersion
 
 
 class ConfluentCodec:

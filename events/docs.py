@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from supplybus.events import jsonio
-from supplybus.events.registry import SchemaStore, SchemaVersion
 from supplybus.events.samples import sample_record
+from supplybus.events.schema_store import SchemaStore, SchemaVersion
 from supplybus.events.topics import TopicCatalog
 
 HEADER = """# Canonical events

@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from supplybus.errors import FieldError
-from supplybus.events.registry import SchemaVersion
+from supplybus.events.schema_store import SchemaVersion
 from supplybus.events.schema_walk import collect_named, full_name
 
 #: Units of measure supplybus accepts (UN/ECE Recommendation 20 and common healthcare codes).

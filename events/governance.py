@@ -14,7 +14,7 @@ import yaml
 
 from supplybus.errors import ConfigError
 from supplybus.events.compat import Incompatibility, Mode, check
-from supplybus.events.registry import SchemaStore
+from supplybus.events.schema_store import SchemaStore
 
 MODES: tuple[str, ...] = get_args(Mode)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from supplybus.events.domain_checks import gtin_check_digit
 from supplybus.events.envelope import new_envelope
-from supplybus.events.registry import SchemaVersion
+from supplybus.events.schema_store import SchemaVersion
 
 
 def sample_record(sv: SchemaVersion, seed: int = 0, **fields: Any) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any
 
 from supplybus.errors import FieldError, ValidationError
 from supplybus.events.domain_checks import check_domain
-from supplybus.events.registry import SchemaVersion
+from supplybus.events.schema_store import SchemaVersion
 from supplybus.events.schema_walk import collect_named, full_name
 
 Errors = list[FieldError]

@@ -10,7 +10,7 @@ from fastavro.schema import parse_schema, to_parsing_canonical_form
 
 from supplybus.config import Settings
 from supplybus.events.docs import render
-from supplybus.events.registry import default_store, schemas_dir
+from supplybus.events.schema_store import default_store, schemas_dir
 from supplybus.events.topics import load_catalog
 from tests.helpers import run_cli
 

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from supplybus.errors import ValidationError
 from supplybus.events.domain_checks import gtin_check_digit, gtin_is_valid
-from supplybus.events.registry import default_store
 from supplybus.events.samples import sample_record
+from supplybus.events.schema_store import default_store
 from supplybus.events.validation import validate
 from tests.strategies import gtins, stock_movements
 

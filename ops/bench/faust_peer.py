@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from supplybus.consumers.inventory.balances import signed_quantity
 from supplybus.errors import SupplybusError
 from supplybus.events.codec import make_codec
-from supplybus.events.registry import default_store
+from supplybus.events.schema_store import default_store
 
 if TYPE_CHECKING:
     import faust

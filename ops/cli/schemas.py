@@ -10,7 +10,7 @@ from rich.table import Table
 
 from supplybus.events.docs import render
 from supplybus.events.governance import check_store
-from supplybus.events.registry import default_store, load_store
+from supplybus.events.schema_store import default_store, load_store
 from supplybus.events.topics import load_catalog
 from supplybus.ops.cli.root import Context, cli, emit_json, json_option, out, pass_ctx
 
