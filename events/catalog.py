@@ -13,8 +13,9 @@ from typing import Any, Literal
 
 from supplybus.config import Settings
 from supplybus.errors import FieldError, ValidationError
-from supplybus.events.codec import Codec, event_type_of, make_codec
+from supplybus.events.codec import Codec, event_type_of
 from supplybus.events.domain_checks import check_domain
+from supplybus.events.framing import make_codec
 from supplybus.events.headers import routing_headers
 from supplybus.events.schema_store import SchemaStore, default_store
 from supplybus.events.topics import TopicCatalog, load_catalog

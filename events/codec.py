@@ -1,12 +1,11 @@
-"""Avro codecs: single-object encoding (default) and the Confluent wire format.
+"""What every codec shares: the ``Codec`` protocol, decoded records, and the Avro body.
 
-Single-object encoding (Avro spec): ``C3 01`` + 8-byte CRC-64-AVRO fingerprint of the writer
-schema (little-endian) + the Avro binary body. Decoding finds the writer schema by its
-fingerprint and resolves it against the newest version of the same event type, so records
-written with an older compatible schema stay readable.
-
-Confluent wire format (when SCHEMA_REGISTRY_URL is set): ``00`` + 4-byte schema id + body; the
-writer schema is fetched from the registry by id (cached) and resolved the same way.
+A codec frames an Avro binary body; the framings live in their own modules and share the body
+read/write here: Avro single-object encoding (:mod:`supplybus.events.single_object`, the
+default) and the Confluent wire format (:mod:`supplybus.events.confluent`);
+:func:`supplybus.events.framing.make_codec` picks one from the settings. Decoding resolves the
+writer's schema against the newest version of the same event type, so records written with an
+older compatible schema stay readable.
 
 Decoded values: decimals are ``Decimal``, timestamps aware ``datetime`` (UTC), dates ``date``;
 uuids stay ``str`` (same bytes on the wire, and much cheaper than ``uuid.UUID`` objects).
@@ -24,10 +23,6 @@ import fastavro
 
 from supplybus.errors import DecodeError, FieldError, ValidationError
 from supplybus.events.schema_store import SchemaStore, SchemaVersion
-
-MAGIC = b"\xc3\x01"
-HEADER_LEN = 10
-CONFLUENT_MAGIC = b"\x00"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,14 +72,15 @@ class _Plan:
 
 
 class Resolver:
-    """Decode plans per writer fingerprint, computed once."""
+    """Decode plans per writer version (and per writer fingerprint), computed once."""
 
     def __init__(self, store: SchemaStore) -> None:
         self.store = store
-        self._plans: dict[bytes, _Plan] = {}
+        self._plans: dict[tuple[str, int], _Plan] = {}
+        self._by_fp: dict[bytes, _Plan] = {}
 
     def plan(self, writer: SchemaVersion) -> _Plan:
-        plan = self._plans.get(writer.fingerprint)
+        plan = self._plans.get((writer.event_type, writer.version))
         if plan is None:
             reader = self.store.latest(writer.event_type)
             plan = _Plan(
@@ -92,12 +88,15 @@ class Resolver:
                 _decode_schema(writer),
                 None if reader is writer else _decode_schema(reader),
             )
-            self._plans[writer.fingerprint] = plan
+            self._plans[(writer.event_type, writer.version)] = plan
         return plan
 
     def plan_for(self, fp: bytes) -> _Plan:
-        plan = self._plans.get(fp)
-        return plan if plan is not None else self.plan(self.store.by_fp(fp))
+        """The plan for a writer fingerprint: the newest version with it is the writer."""
+        plan = self._by_fp.get(fp)
+        if plan is None:
+            plan = self._by_fp[fp] = self.plan(self.store.by_fp(fp))
+        return plan
 
     @staticmethod
     def read(plan: _Plan, body: BytesIO) -> dict[str, Any]:
@@ -132,50 +131,3 @@ def event_type_of(record: Mapping[str, Any]) -> str:
         return str(record["envelope"]["event_type"])
     except (KeyError, TypeError):
         raise ValidationError([FieldError("envelope.event_type", "a string")]) from None
-
-
-class SingleObjectCodec:
-    """Avro single-object encoding; writer schemas found by fingerprint in the schema store."""
-
-    framing = "single-object"
-
-    def __init__(self, store: SchemaStore) -> None:
-        self.store = store
-        self._resolver = Resolver(store)
-
-    def fingerprint_of(self, event_type: str) -> bytes:
-        return self.store.latest(event_type).fingerprint
-
-    def encode(self, record: Mapping[str, Any]) -> bytes:
-        sv = self.store.latest(event_type_of(record))
-        out = BytesIO()
-        out.write(MAGIC + sv.fingerprint)
-        write_body(sv, record, out)
-        return out.getvalue()
-
-    def decode(self, data: bytes | None) -> Decoded:
-        if data is None or len(data) < HEADER_LEN or data[:2] != MAGIC:
-            head = (data or b"")[:12].hex()
-            raise DecodeError(
-                f"not Avro single-object encoding: expected marker c301 and a fingerprint, "
-                f"got {len(data or b'')} bytes starting {head or '(empty)'}"
-            )
-        plan = self._resolver.plan_for(data[2:HEADER_LEN])
-        body = BytesIO(data)
-        body.seek(HEADER_LEN)
-        record = self._resolver.read(plan, body)
-        if body.tell() != len(data):
-            raise DecodeError(
-                f"{len(data) - body.tell()} trailing bytes after a {plan.writer.event_type} record"
-            )
-        writer = plan.writer
-        return Decoded(writer.event_type, writer.version, writer.fingerprint, record)
-
-
-def make_codec(store: SchemaStore, schema_registry_url: str | None = None) -> Codec:
-    """The codec the settings ask for: Confluent wire format when a registry URL is given."""
-    if schema_registry_url:
-        from supplybus.events.confluent import ConfluentCodec
-
-        return ConfluentCodec(store, schema_registry_url)
-    return SingleObjectCodec(store)

@@ -12,11 +12,18 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeGuard
 
 from supplybus.errors import ConfigError
+from supplybus.events.avro_names import (
+    PRIMITIVES,
+    aliases_of,
+    defined_name,
+    lookup,
+    namespace_of,
+    short_name,
+)
 
 Problem: TypeAlias = tuple[str, str]
 """A problem found: where in the reader schema, and why."""
 
-PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 _PROMOTIONS = {
     "long": {"int"},
     "float": {"int", "long"},
@@ -24,6 +31,15 @@ _PROMOTIONS = {
     "bytes": {"string"},
     "string": {"bytes"},
 }
+DECIMAL_CHANGE = (
+    "decimals resolve only when both match: a changed scale reads every amount off by a power "
+    "of ten"
+)
+LOGICAL_CHANGE = (
+    "supplybus refuses any logical-type change, stricter than Avro: the same encoded value "
+    "would mean something else to the reader (millis read as micros, days as an instant, "
+    "a decimal as raw bytes); add a new field instead"
+)
 _LOGICAL_BASES = {
     "decimal": {"bytes", "fixed"},
     "uuid": {"string", "fixed"},
@@ -67,18 +83,6 @@ class Field:
 
 def _bad(what: str) -> ConfigError:
     return ConfigError(f"invalid Avro schema: {what}")
-
-
-def _short(full: str) -> str:
-    return full.rpartition(".")[2]
-
-
-def _space(full: str) -> str:
-    return full.rpartition(".")[0]
-
-
-def _qualify(name: str, namespace: str) -> str:
-    return name if "." in name or not namespace else f"{namespace}.{name}"
 
 
 def _str_list(value: object, what: str) -> tuple[str, ...]:
@@ -131,23 +135,21 @@ class _Parser:
     def _reference(self, name: str, namespace: str) -> Node:
         if name in PRIMITIVES:
             return Node(name)
-        for candidate in (_qualify(name, namespace), name):
-            if candidate in self.names:
-                return self.names[candidate]
+        found = lookup(name, namespace, self.names)
+        if found is not None:
+            return found[1]
         raise _bad(f"unknown type {name!r} (named types must be defined before use)")
 
     def _named(self, schema: dict[str, Any], kind: str, namespace: str) -> Node:
         name = schema.get("name")
         if not isinstance(name, str) or not name:
             raise _bad(f"{kind} without a 'name'")
-        if "namespace" in schema:
-            namespace = schema["namespace"] or ""
-            if not isinstance(namespace, str):
-                raise _bad(f"namespace of {name!r} must be a string")
-        full = _qualify(name, namespace)
-        own = _space(full)
-        aliases = frozenset(_qualify(a, own) for a in _str_list(schema.get("aliases"), "aliases"))
-        node = Node(kind, name=full, aliases=aliases)
+        if not isinstance(schema.get("namespace", ""), str | None):
+            raise _bad(f"namespace of {name!r} must be a string")
+        _str_list(schema.get("aliases"), "aliases")
+        full = defined_name(schema, namespace)
+        own = namespace_of(full)
+        node = Node(kind, name=full, aliases=aliases_of(schema, full))
         if full in self.names:
             raise _bad(f"type {full!r} is defined twice")
         self.names[full] = node  # before the children, so recursive references resolve
@@ -209,7 +211,7 @@ def _describe(node: Node) -> str:
 
 
 def _names_match(reader: Node, writer: Node) -> bool:
-    return _short(reader.name) == _short(writer.name) or writer.name in reader.aliases
+    return short_name(reader.name) == short_name(writer.name) or writer.name in reader.aliases
 
 
 def _matches(reader: Node, writer: Node) -> bool:
@@ -260,11 +262,12 @@ class _Resolver:
         here = path or "/"
         if reader.logical != writer.logical:
             old, new = writer.logical or "none", reader.logical or "none"
-            return [(here, f"logicalType differs: writer {old}, reader {new}")]
+            reason = f"logicalType differs: writer {old}, reader {new}"
+            return [(here, f"{reason}; {LOGICAL_CHANGE}")]
         if reader.decimal != writer.decimal:
             (wp, ws), (rp, rs) = writer.decimal or (0, 0), reader.decimal or (0, 0)
             reason = f"decimal precision/scale differ: writer ({wp},{ws}), reader ({rp},{rs})"
-            return [(here, f"{reason}; values would be read wrongly")]
+            return [(here, f"{reason}; {DECIMAL_CHANGE}")]
         if reader.kind in ("array", "map"):
             assert reader.child is not None and writer.child is not None
             step = "items" if reader.kind == "array" else "values"

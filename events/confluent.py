@@ -1,8 +1,10 @@
 """The Confluent wire format through ``confluent_kafka.schema_registry``.
 
+``00`` + 4-byte big-endian schema id + the Avro body (used when SCHEMA_REGISTRY_URL is set).
 Subjects follow the record-name strategy (``supplybus.inventory.StockMovement``), because a
 supplybus topic carries several event types. Schemas are registered on first use; ids are
-cached both ways.
+cached both ways. A writer schema fetched by id is found in the schema store by its
+fingerprint (the newest version with it), and resolved like a single-object record.
 """
 
 from __future__ import annotations
@@ -14,16 +16,13 @@ from typing import Any
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
+from fastavro.schema import SchemaParseException
 
 from supplybus.errors import DecodeError, ServiceUnavailable
-from supplybus.events.codec import (
-    CONFLUENT_MAGIC,
-    Decoded,
-    Resolver,
-    event_type_of,
-    write_body,
-)
-from supplybus.events.schema_store import SchemaStore, SchemaVersion
+from supplybus.events.codec import Decoded, Resolver, event_type_of, write_body
+from supplybus.events.schema_store import SchemaStore, SchemaVersion, fingerprint
+
+MAGIC = b"\x00"
 
 
 class ConfluentCodec:
@@ -35,14 +34,14 @@ class ConfluentCodec:
         self.store = store
         self.client = SchemaRegistryClient.new_client({"url": url})
         self._resolver = Resolver(store)
-        self._id_of: dict[bytes, int] = {}
+        self._id_of: dict[tuple[str, int], int] = {}
         self._by_id: dict[int, SchemaVersion] = {}
 
     def fingerprint_of(self, event_type: str) -> bytes:
         return self.store.latest(event_type).fingerprint
 
     def schema_id(self, sv: SchemaVersion) -> int:
-        found = self._id_of.get(sv.fingerprint)
+        found = self._id_of.get((sv.event_type, sv.version))
         if found is None:
             try:
                 found = int(
@@ -52,14 +51,14 @@ class ConfluentCodec:
                 raise ServiceUnavailable(
                     f"schema registry refused {sv.full_name} v{sv.version}: {exc}"
                 ) from exc
-            self._id_of[sv.fingerprint] = found
+            self._id_of[(sv.event_type, sv.version)] = found
             self._by_id[found] = sv
         return found
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
         sv = self.store.latest(event_type_of(record))
         out = BytesIO()
-        out.write(CONFLUENT_MAGIC)
+        out.write(MAGIC)
         out.write(self.schema_id(sv).to_bytes(4, "big"))
         write_body(sv, record, out)
         return out.getvalue()
@@ -72,18 +71,18 @@ class ConfluentCodec:
             schema = self.client.get_schema(schema_id)
         except SchemaRegistryError as exc:
             raise DecodeError(f"schema id {schema_id} is unknown to the registry: {exc}") from exc
-        import fastavro
-        from fastavro.schema import fingerprint, to_parsing_canonical_form
-
         if not schema.schema_str:
             raise DecodeError(f"schema id {schema_id} has no schema text in the registry")
-        canonical = to_parsing_canonical_form(fastavro.parse_schema(json.loads(schema.schema_str)))
-        sv = self.store.by_fp(bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")))
+        try:
+            fp = fingerprint(json.loads(schema.schema_str))
+        except (ValueError, SchemaParseException) as exc:
+            raise DecodeError(f"schema id {schema_id} is not a valid Avro schema: {exc}") from exc
+        sv = self.store.by_fp(fp)
         self._by_id[schema_id] = sv
         return sv
 
     def decode(self, data: bytes | None) -> Decoded:
-        if data is None or len(data) < 5 or data[:1] != CONFLUENT_MAGIC:
+        if data is None or len(data) < 5 or data[:1] != MAGIC:
             head = (data or b"")[:12].hex()
             raise DecodeError(
                 f"not Confluent wire format: expected magic byte 00 and a schema id, "

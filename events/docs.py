@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from supplybus.events import jsonio
+from supplybus.events.avro_names import short_name
 from supplybus.events.samples import sample_record
 from supplybus.events.schema_store import SchemaStore, SchemaVersion
 from supplybus.events.topics import TopicCatalog
@@ -23,8 +24,9 @@ wire format with a schema registry) and carry routing headers: `sb-event-id`, `s
 
 
 def _type_name(schema: Any) -> str:
+    """How a field's type reads in the reference: named types by their short name."""
     if isinstance(schema, str):
-        return schema.rsplit(".", 1)[-1]
+        return short_name(schema)
     if isinstance(schema, list):
         names = [_type_name(s) for s in schema if s != "null"]
         return " | ".join(names) + (" (optional)" if "null" in schema else "")
@@ -39,9 +41,9 @@ def _type_name(schema: Any) -> str:
     if kind == "array":
         return f"array of {_type_name(schema['items'])}"
     if kind == "enum":
-        return f"{schema['name']}: {', '.join(schema['symbols'])}"
-    if kind in ("record", "fixed"):
-        return str(schema["name"])
+        return f"{short_name(schema['name'])}: {', '.join(schema['symbols'])}"
+    if kind in ("record", "error", "fixed"):
+        return short_name(schema["name"])
     return str(kind)
 
 

@@ -10,8 +10,8 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from supplybus.errors import FieldError
+from supplybus.events.avro_names import defined_name, index, lookup, namespace_of
 from supplybus.events.schema_store import SchemaVersion
-from supplybus.events.schema_walk import collect_named, full_name
 
 #: Units of measure supplybus accepts (UN/ECE Recommendation 20 and common healthcare codes).
 UNITS_OF_MEASURE = frozenset(
@@ -82,18 +82,16 @@ class _Target:
     steps: tuple[str, ...]
 
 
-_plans: dict[bytes, tuple[_Target, ...]] = {}
+_plans: dict[str, tuple[_Target, ...]] = {}
 
 
 def _targets(sv: SchemaVersion) -> tuple[_Target, ...]:
     """Where the checked types sit in this schema (computed once per schema version)."""
-    plan = _plans.get(sv.fingerprint)
+    plan = _plans.get(sv.content_hash)
     if plan is None:
-        named: dict[str, Any] = {}
-        collect_named(dict(sv.raw), "", named)
         found: list[_Target] = []
-        _find(dict(sv.raw), "", (), named, found, set())
-        plan = _plans[sv.fingerprint] = tuple(found)
+        _find(dict(sv.raw), "", (), index(dict(sv.raw)), found, set())
+        plan = _plans[sv.content_hash] = tuple(found)
     return plan
 
 
@@ -106,9 +104,9 @@ def _find(
     active: set[str],
 ) -> None:
     if isinstance(schema, str):
-        resolved = named.get(schema) or named.get(f"{ns}.{schema}")
+        resolved = lookup(schema, ns, named)
         if resolved is not None:
-            _find(resolved, ns, steps, named, found, active)
+            _find(resolved[1], namespace_of(resolved[0]), steps, named, found, active)
         return
     if isinstance(schema, list):
         for branch in schema:
@@ -120,13 +118,13 @@ def _find(
     elif kind == "array":
         _find(schema["items"], ns, (*steps, "*"), named, found, active)
     elif kind == "record":
-        name = full_name(schema, ns)
+        name = defined_name(schema, ns)
         if name in _KINDS:
             found.append(_Target(_KINDS[name], steps))
             return
         if name in active:  # a recursive type: its fields are already being walked
             return
-        inner = name.rpartition(".")[0]
+        inner = namespace_of(name)
         for f in schema["fields"]:
             if f["name"] == "gtin":
                 found.append(_Target("gtin", (*steps, "gtin")))

@@ -8,15 +8,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast, get_args
+from typing import cast
 
 import yaml
 
 from supplybus.errors import ConfigError
-from supplybus.events.compat import Incompatibility, Mode, check
+from supplybus.events.compat import MODES, Incompatibility, Mode, check
 from supplybus.events.schema_store import SchemaStore
-
-MODES: tuple[str, ...] = get_args(Mode)
 
 
 @dataclass(frozen=True)

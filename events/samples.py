@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from supplybus.events.avro_names import NAMED_KINDS, defined_name, index, lookup, namespace_of
 from supplybus.events.domain_checks import gtin_check_digit
 from supplybus.events.envelope import new_envelope
 from supplybus.events.schema_store import SchemaVersion
@@ -21,13 +22,13 @@ from supplybus.events.schema_store import SchemaVersion
 def sample_record(sv: SchemaVersion, seed: int = 0, **fields: Any) -> dict[str, Any]:
     """A valid ``sv`` record; keyword arguments replace top-level fields."""
     rng = random.Random(f"{sv.event_type}:{seed}")
-    named: dict[str, Any] = {}
+    schema = _Schema(index(dict(sv.raw)), rng, seed)
+    ns = namespace_of(defined_name(sv.raw, ""))
     record = {
-        f["name"]: _value(f["type"], f["name"], rng, named, seed)
+        f["name"]: schema.value(f["type"], f["name"], ns)
         for f in sv.raw["fields"]
         if f["name"] != "envelope"
     }
-    _collect_names(sv.raw["fields"][0]["type"], named)
     record["envelope"] = new_envelope(
         sv.event_type,
         source_system="sample",
@@ -41,55 +42,55 @@ def sample_record(sv: SchemaVersion, seed: int = 0, **fields: Any) -> dict[str, 
     return {"envelope": record.pop("envelope"), **record}
 
 
-def _collect_names(schema: Any, named: dict[str, Any]) -> None:
-    if isinstance(schema, dict) and schema.get("type") in ("record", "enum", "fixed"):
-        named[schema["name"]] = schema
+class _Schema:
+    """Walks one schema version, resolving named references by the Avro name rules."""
 
+    def __init__(self, named: dict[str, Any], rng: random.Random, seed: int) -> None:
+        self.named, self.rng, self.seed = named, rng, seed
 
-def _value(schema: Any, name: str, rng: random.Random, named: dict[str, Any], seed: int) -> Any:
-    if isinstance(schema, list):
-        non_null = [s for s in schema if s != "null"]
-        return _value(non_null[0], name, rng, named, seed) if non_null else None
-    if isinstance(schema, str):
-        if schema in named or schema.rsplit(".", 1)[-1] in named:
-            found = named.get(schema) or named[schema.rsplit(".", 1)[-1]]
-            return _value(found, name, rng, named, seed)
-        return _primitive(schema, name, rng, seed)
-    kind = schema["type"]
-    if isinstance(kind, dict | list):
-        return _value(kind, name, rng, named, seed)
-    if kind in ("record", "enum", "fixed"):
-        named[schema["name"]] = schema
-        named[f"{schema.get('namespace', '')}.{schema['name']}"] = schema
-    logical = schema.get("logicalType")
-    if logical == "decimal":
-        scale = schema.get("scale", 0)
-        value = Decimal(rng.randint(1, 500)) + Decimal(rng.randint(0, 9)).scaleb(-min(scale, 1))
-        return value.quantize(Decimal(1).scaleb(-scale))
-    if logical == "uuid":
-        return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-    if logical == "date":
-        return dt.date(2026, 12, 1) + dt.timedelta(days=rng.randint(0, 60))
-    if logical in ("timestamp-micros", "timestamp-millis"):
-        return dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
-    if kind == "record":
-        return _record(schema, rng, named, seed)
-    if kind == "enum":
-        return schema.get("default", schema["symbols"][0])
-    if kind == "array":
-        return [_value(schema["items"], name, rng, named, seed) for _ in range(2)]
-    if kind == "map":
-        return {"k": _value(schema["values"], name, rng, named, seed)}
-    return _primitive(kind, name, rng, seed)
+    def value(self, schema: Any, name: str, ns: str) -> Any:
+        if isinstance(schema, list):
+            non_null = [s for s in schema if s != "null"]
+            return self.value(non_null[0], name, ns) if non_null else None
+        if isinstance(schema, str):
+            found = lookup(schema, ns, self.named)
+            if found is not None:
+                return self.value(found[1], name, namespace_of(found[0]))
+            return _primitive(schema, name, self.rng, self.seed)
+        kind = schema["type"]
+        if isinstance(kind, dict | list):
+            return self.value(kind, name, ns)
+        if kind in NAMED_KINDS:
+            ns = namespace_of(defined_name(schema, ns))
+        logical = schema.get("logicalType")
+        rng = self.rng
+        if logical == "decimal":
+            scale = schema.get("scale", 0)
+            value = Decimal(rng.randint(1, 500)) + Decimal(rng.randint(0, 9)).scaleb(-min(scale, 1))
+            return value.quantize(Decimal(1).scaleb(-scale))
+        if logical == "uuid":
+            return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        if logical == "date":
+            return dt.date(2026, 12, 1) + dt.timedelta(days=rng.randint(0, 60))
+        if logical in ("timestamp-micros", "timestamp-millis"):
+            return dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+        if kind in ("record", "error"):
+            return self.record(schema, ns)
+        if kind == "enum":
+            return schema.get("default", schema["symbols"][0])
+        if kind == "array":
+            return [self.value(schema["items"], name, ns) for _ in range(2)]
+        if kind == "map":
+            return {"k": self.value(schema["values"], name, ns)}
+        return _primitive(kind, name, rng, self.seed)
 
-
-def _record(schema: Mapping[str, Any], rng: random.Random, named: dict[str, Any], seed: int) -> Any:
-    out = {f["name"]: _value(f["type"], f["name"], rng, named, seed) for f in schema["fields"]}
-    if set(out) == {"value", "uom"}:
-        out["uom"] = "EA"
-    if set(out) == {"amount", "currency"}:
-        out["currency"] = "USD"
-    return out
+    def record(self, schema: Mapping[str, Any], ns: str) -> Any:
+        out = {f["name"]: self.value(f["type"], f["name"], ns) for f in schema["fields"]}
+        if set(out) == {"value", "uom"}:
+            out["uom"] = "EA"
+        if set(out) == {"amount", "currency"}:
+            out["currency"] = "USD"
+        return out
 
 
 def _primitive(kind: str, name: str, rng: random.Random, seed: int) -> Any:

@@ -1,10 +1,11 @@
 """Validation before anything is published: schema conformance, then domain checks.
 
-``conform`` checks a record against its Avro schema (the JSON form from the ``.avsc``),
+``validate`` checks a record against its Avro schema (the JSON form from the ``.avsc``),
 converting JSON-friendly values (decimal strings, ISO dates and instants) into the Python
 values the codec writes, and collecting every error with its field path, e.g.
 ``lines[2].quantity.value: a decimal with at most 3 decimal places, got '1.2345'``.
-Domain checks (``events.domain_checks``) then run on the conformed record.
+Domain checks (``events.domain_checks``) then run on the converted record, and their errors
+are reported with the schema's. (``EventCatalog.conform`` is the entry point for callers.)
 
 Each schema version is compiled once into a tree of small checking functions, so a record
 costs one call per field rather than a walk that interprets the schema every time.
@@ -19,10 +20,17 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from supplybus.errors import FieldError, ValidationError
+from supplybus.errors import ConfigError, FieldError, ValidationError
+from supplybus.events.avro_names import (
+    NAMED_KINDS,
+    PRIMITIVES,
+    defined_name,
+    index,
+    lookup,
+    namespace_of,
+)
 from supplybus.events.domain_checks import check_domain
 from supplybus.events.schema_store import SchemaVersion
-from supplybus.events.schema_walk import collect_named, full_name
 
 Errors = list[FieldError]
 Node = Callable[[Any, str, Errors], Any]
@@ -144,18 +152,17 @@ class _Compiler:
     """Turns a schema into nodes; named types are compiled once and may be recursive."""
 
     def __init__(self, raw: Mapping[str, Any]) -> None:
-        self.named: dict[str, Any] = {}
-        collect_named(dict(raw), "", self.named)
+        self.named = index(dict(raw))
         self.nodes: dict[str, Node] = {}
 
     def node(self, schema: Any, ns: str) -> Node:
         if isinstance(schema, str):
-            if schema in ("null", "boolean", "int", "long", "float", "double", "bytes", "string"):
+            if schema in PRIMITIVES:
                 return _primitive(schema)
-            full = schema if "." in schema else f"{ns}.{schema}" if ns else schema
-            if full not in self.named:
-                full = schema
-            return self._named(full)
+            found = lookup(schema, ns, self.named)
+            if found is None:
+                raise ConfigError(f"unknown Avro type {schema!r} in namespace {ns!r}")
+            return self._named(found[0])
         if isinstance(schema, list):
             return self._union(schema, ns)
         kind = schema["type"]
@@ -170,8 +177,8 @@ class _Compiler:
             return _date
         if logical in ("timestamp-micros", "timestamp-millis"):
             return _instant
-        if kind in ("record", "enum", "fixed", "error"):
-            return self._named(full_name(schema, ns))
+        if kind in NAMED_KINDS:
+            return self._named(defined_name(schema, ns))
         if kind == "array":
             return self._array(self.node(schema["items"], ns))
         if kind == "map":
@@ -183,7 +190,7 @@ class _Compiler:
             self.nodes[full] = lambda v, path, errors: self.nodes[full](
                 v, path, errors
             )  # recursion
-            self.nodes[full] = self._build_named(self.named[full], full.rpartition(".")[0])
+            self.nodes[full] = self._build_named(self.named[full], namespace_of(full))
         return self.nodes[full]
 
     def _build_named(self, schema: Mapping[str, Any], ns: str) -> Node:
@@ -279,32 +286,20 @@ def _record(fields: list[tuple[str, Node, Any]]) -> Node:
     return record
 
 
-_compiled: dict[bytes, Node] = {}
+_compiled: dict[str, Node] = {}
 
 
 def _root(sv: SchemaVersion) -> Node:
-    node = _compiled.get(sv.fingerprint)
+    node = _compiled.get(sv.content_hash)
     if node is None:
-        node = _compiled[sv.fingerprint] = _Compiler(sv.raw).node(dict(sv.raw), "")
+        node = _compiled[sv.content_hash] = _Compiler(sv.raw).node(dict(sv.raw), "")
     return node
-
-
-def _check(sv: SchemaVersion, record: Mapping[str, Any]) -> tuple[Any, Errors]:
-    errors: Errors = []
-    return _root(sv)(record, "", errors), errors
-
-
-def conform(sv: SchemaVersion, record: Mapping[str, Any]) -> dict[str, Any]:
-    """The record converted to the schema's Python values; ValidationError lists every error."""
-    out, errors = _check(sv, record)
-    if errors:
-        raise ValidationError(errors, context=sv.event_type)
-    return out  # type: ignore[no-any-return]
 
 
 def validate(sv: SchemaVersion, record: Mapping[str, Any]) -> dict[str, Any]:
     """Schema conformance and domain checks, every error of both at once."""
-    out, errors = _check(sv, record)
+    errors: Errors = []
+    out = _root(sv)(record, "", errors)
     if isinstance(out, Mapping):
         errors.extend(check_domain(sv, out))
     if errors:

@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from supplybus.errors import DecodeError
-from supplybus.events.codec import MAGIC, SingleObjectCodec
 from supplybus.events.confluent import ConfluentCodec
 from supplybus.events.samples import sample_record
 from supplybus.events.schema_store import default_store, load_store, schemas_dir
+from supplybus.events.single_object import MAGIC, SingleObjectCodec
 from tests.strategies import stock_movements
 
 STORE = default_store()

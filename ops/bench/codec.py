@@ -6,9 +6,9 @@ from io import BytesIO
 
 import fastavro
 
-from supplybus.events.codec import HEADER_LEN, SingleObjectCodec
 from supplybus.events.samples import sample_record
 from supplybus.events.schema_store import default_store
+from supplybus.events.single_object import HEADER_LEN, SingleObjectCodec
 from supplybus.ops.bench.report import Section, rate, ratio
 
 GOAL = 100_000

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from supplybus.consumers.inventory.balances import signed_quantity
 from supplybus.errors import SupplybusError
-from supplybus.events.codec import make_codec
+from supplybus.events.framing import make_codec
 from supplybus.events.schema_store import default_store
 
 if TYPE_CHECKING:
