@@ -1,95 +1,28 @@
 """Settings: read once from the environment and an optional ``supplybus.toml``.
 
+Each setting is declared once, as a field of ``Settings`` whose metadata names its environment
+variable and meaning; the README table (``supplybus settings``) is generated from them.
 Precedence: environment variable > ``supplybus.toml`` > default. Unknown keys in the file are
-refused by name. The table in the README is generated from ``FIELDS`` below.
+refused by name. Every value is checked in ``Settings.__post_init__``, however it was built.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from supplybus.errors import ConfigError
 
-
-@dataclass(frozen=True)
-class Field:
-    """One setting: its environment variable, its key in supplybus.toml, and its meaning."""
-
-    name: str
-    env: str
-    kind: type
-    help: str
-
-
-FIELDS: tuple[Field, ...] = (
-    Field("home", "SUPPLYBUS_HOME", Path, "Where embedded services keep data, logs and pids."),
-    Field(
-        "kafka_bootstrap_servers",
-        "KAFKA_BOOTSTRAP_SERVERS",
-        str,
-        "Use this Kafka cluster instead of the embedded broker.",
-    ),
-    Field("database_url", "DATABASE_URL", str, "Use this PostgreSQL instead of the embedded one."),
-    Field(
-        "schema_registry_url",
-        "SCHEMA_REGISTRY_URL",
-        str,
-        "Confluent Schema Registry: switches framing to the Confluent wire format.",
-    ),
-    Field(
-        "db_schema", "SUPPLYBUS_DB_SCHEMA", str, "PostgreSQL schema that holds supplybus tables."
-    ),
-    Field(
-        "broker_port",
-        "SUPPLYBUS_BROKER_PORT",
-        int,
-        "Port of the embedded broker; when taken, `up` picks a free one unless set explicitly.",
-    ),
-    Field(
-        "topic_catalog",
-        "SUPPLYBUS_TOPIC_CATALOG",
-        Path,
-        "The topic catalog file (default: the one shipped in schemas/).",
-    ),
-    Field(
-        "connect_timeout_s",
-        "SUPPLYBUS_CONNECT_TIMEOUT",
-        float,
-        "Seconds to wait for the broker or database before reporting it unreachable.",
-    ),
-    Field(
-        "session_timeout_ms",
-        "SUPPLYBUS_KAFKA_SESSION_TIMEOUT_MS",
-        int,
-        "Consumer group session timeout (short: fast joins and crash detection).",
-    ),
-    Field(
-        "heartbeat_interval_ms",
-        "SUPPLYBUS_KAFKA_HEARTBEAT_MS",
-        int,
-        "Consumer group heartbeat interval.",
-    ),
-    Field(
-        "group_prefix",
-        "SUPPLYBUS_GROUP_PREFIX",
-        str,
-        "Prefix of consumer group names: `<prefix>.<processor>`.",
-    ),
-    Field(
-        "kafka_leave_group",
-        "SUPPLYBUS_KAFKA_LEAVE_GROUP",
-        str,
-        "auto, yes or no: send LeaveGroup on shutdown (auto: yes, except on Tansu; ADR 0004).",
-    ),
-    Field("log_level", "SUPPLYBUS_LOG_LEVEL", str, "DEBUG, INFO, WARNING or ERROR."),
-)
+LeaveGroup = Literal["auto", "yes", "no"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
 def shipped_catalog() -> Path:
@@ -100,24 +33,123 @@ def shipped_catalog() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "topics.yaml"
 
 
-@dataclass(frozen=True)
+def _meta(env: str, meaning: str, *, shown: str | None = None, secret: bool = False) -> dict[str, object]:
+    """A setting's declaration beside its field: variable, meaning (README), default as shown,
+    and whether its value may hold a password (masked in ``repr``)."""
+    return {"env": env, "help": meaning, "shown": shown, "secret": secret}
+
+
+@dataclass(frozen=True, repr=False)
 class Settings:
     """Everything supplybus reads from its environment, as plain typed values."""
 
-    home: Path = Path(".supplybus")
-    kafka_bootstrap_servers: str | None = None
-    database_url: str | None = None
-    schema_registry_url: str | None = None
-    db_schema: str = "supplybus"
-    broker_port: int = 19092
+    home: Path = field(
+        default=Path(".supplybus"),
+        metadata=_meta("SUPPLYBUS_HOME", "Where embedded services keep data, logs and pids."),
+    )
+    kafka_bootstrap_servers: str | None = field(
+        default=None,
+        metadata=_meta(
+            "KAFKA_BOOTSTRAP_SERVERS", "Use this Kafka cluster instead of the embedded broker."
+        ),
+    )
+    database_url: str | None = field(
+        default=None,
+        metadata=_meta(
+            "DATABASE_URL", "Use this PostgreSQL instead of the embedded one.", secret=True
+        ),
+    )
+    schema_registry_url: str | None = field(
+        default=None,
+        metadata=_meta(
+            "SCHEMA_REGISTRY_URL",
+            "Confluent Schema Registry: switches framing to the Confluent wire format.",
+            secret=True,
+        ),
+    )
+    db_schema: str = field(
+        default="supplybus",
+        metadata=_meta("SUPPLYBUS_DB_SCHEMA", "PostgreSQL schema that holds supplybus tables."),
+    )
+    broker_port: int = field(
+        default=19092,
+        metadata=_meta(
+            "SUPPLYBUS_BROKER_PORT",
+            "Port of the embedded broker; when taken, `up` picks a free one unless set explicitly.",
+        ),
+    )
+    topic_catalog: Path = field(
+        default_factory=shipped_catalog,
+        metadata=_meta(
+            "SUPPLYBUS_TOPIC_CATALOG",
+            "The topic catalog file (default: the one shipped in schemas/).",
+            shown="(shipped schemas/topics.yaml)",
+        ),
+    )
+    connect_timeout_s: float = field(
+        default=10.0,
+        metadata=_meta(
+            "SUPPLYBUS_CONNECT_TIMEOUT",
+            "Seconds to wait for the broker or database before reporting it unreachable.",
+        ),
+    )
+    session_timeout_ms: int = field(
+        default=6000,
+        metadata=_meta(
+            "SUPPLYBUS_KAFKA_SESSION_TIMEOUT_MS",
+            "Consumer group session timeout (short: fast joins and crash detection).",
+        ),
+    )
+    heartbeat_interval_ms: int = field(
+        default=500,
+        metadata=_meta("SUPPLYBUS_KAFKA_HEARTBEAT_MS", "Consumer group heartbeat interval."),
+    )
+    group_prefix: str = field(
+        default="supplybus",
+        metadata=_meta(
+            "SUPPLYBUS_GROUP_PREFIX", "Prefix of consumer group names: `<prefix>.<processor>`."
+        ),
+    )
+    kafka_leave_group: LeaveGroup = field(
+        default="auto",
+        metadata=_meta(
+            "SUPPLYBUS_KAFKA_LEAVE_GROUP",
+            "auto, yes or no: send LeaveGroup on shutdown (auto: yes, except on Tansu; ADR 0004).",
+        ),
+    )
+    log_level: LogLevel = field(
+        default="WARNING",
+        metadata=_meta("SUPPLYBUS_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR."),
+    )
+    #: Derived, not read: True when the broker port was set, so `up` must not pick another.
     broker_port_explicit: bool = False
-    topic_catalog: Path = field(default_factory=shipped_catalog)
-    connect_timeout_s: float = 10.0
-    session_timeout_ms: int = 6000
-    heartbeat_interval_ms: int = 500
-    group_prefix: str = "supplybus"
-    kafka_leave_group: str = "auto"
-    log_level: str = "WARNING"
+
+    def __post_init__(self) -> None:
+        for spec in _settings_fields():
+            _check_choice(spec.name, spec.metadata["env"], getattr(self, spec.name))
+        if not 0 <= self.broker_port <= 65535:
+            raise ConfigError(f"SUPPLYBUS_BROKER_PORT: expected 0..65535, got {self.broker_port}")
+        if self.connect_timeout_s <= 0:
+            raise ConfigError(
+                f"SUPPLYBUS_CONNECT_TIMEOUT: expected > 0, got {self.connect_timeout_s}"
+            )
+        if not self.db_schema.isidentifier():
+            raise ConfigError(
+                f"SUPPLYBUS_DB_SCHEMA: expected an SQL identifier, got {self.db_schema!r}"
+            )
+        url = self.database_url
+        if url is not None and not url.startswith(("postgresql:", "postgres:")):
+            raise ConfigError(f"DATABASE_URL: expected a postgresql:// URL, got {mask_url(url)!r}")
+
+    def __repr__(self) -> str:
+        """Every field, with passwords in URLs masked (``repr`` ends up in logs)."""
+        shown = []
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if spec.metadata.get("secret") and isinstance(value, str):
+                value = mask_url(value)
+            shown.append(f"{spec.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     @property
     def embedded_kafka(self) -> bool:
@@ -147,15 +179,31 @@ class Settings:
             values.update(_read_toml(path))
         elif "SUPPLYBUS_CONFIG" in env:
             raise ConfigError(f"SUPPLYBUS_CONFIG: file {path} does not exist")
-        for spec in FIELDS:
-            raw = env.get(spec.env)
+        for spec in _settings_fields():
+            raw = env.get(spec.metadata["env"])
             if raw not in (None, ""):
-                values[spec.name] = _convert(spec, raw, spec.env)
+                values[spec.name] = _convert(spec.name, raw, spec.metadata["env"])
         if "broker_port" in values:
             values["broker_port_explicit"] = True
-        settings = cls(**values)
-        _check(settings)
-        return settings
+        return cls(**values)
+
+
+@functools.cache
+def _settings_fields() -> tuple[Field[Any], ...]:
+    """The fields read from the environment (those with a variable), in declaration order."""
+    return tuple(f for f in fields(Settings) if "env" in f.metadata)
+
+
+@functools.cache
+def _types() -> dict[str, Any]:
+    """Each field's type with ``X | None`` unwrapped (``from __future__`` makes them strings)."""
+    hints = get_type_hints(Settings, globalns=globals())
+    unwrapped = {}
+    for name, hint in hints.items():
+        if get_origin(hint) in (Union, UnionType):
+            hint = next(arg for arg in get_args(hint) if arg is not type(None))
+        unwrapped[name] = hint
+    return unwrapped
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -163,64 +211,58 @@ def _read_toml(path: Path) -> dict[str, Any]:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: not a readable TOML file ({exc})") from exc
-    known = {f.name: f for f in FIELDS}
+    known = [f.name for f in _settings_fields()]
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ConfigError(
             f"{path}: unknown setting(s) {', '.join(unknown)}; expected some of {', '.join(known)}"
         )
-    return {k: _convert(known[k], v, f"{path}: {k}") for k, v in data.items()}
+    return {k: _convert(k, v, f"{path}: {k}") for k, v in data.items()}
 
 
-def _convert(spec: Field, raw: object, where: str) -> object:
+def _convert(name: str, raw: object, where: str) -> object:
+    """The raw text (or TOML value) as the field's type; choices match case-insensitively."""
+    kind = _types()[name]
+    if get_origin(kind) is Literal:
+        text = str(raw)
+        return next((c for c in get_args(kind) if c.casefold() == text.casefold()), text)
     try:
-        if spec.kind is Path:
-            return Path(str(raw))
-        if spec.kind is int:
-            return int(str(raw))
-        if spec.kind is float:
-            return float(str(raw))
-        return str(raw)
+        return kind(str(raw)) if kind in (Path, int, float) else str(raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"{where}: expected {spec.kind.__name__}, got {raw!r}") from None
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {raw!r}") from None
 
 
-def _check(s: Settings) -> None:
-    if not 0 <= s.broker_port <= 65535:
-        raise ConfigError(f"SUPPLYBUS_BROKER_PORT: expected 0..65535, got {s.broker_port}")
-    if s.connect_timeout_s <= 0:
-        raise ConfigError(f"SUPPLYBUS_CONNECT_TIMEOUT: expected > 0, got {s.connect_timeout_s}")
-    if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError(
-            f"SUPPLYBUS_LOG_LEVEL: expected DEBUG, INFO, WARNING or ERROR, got {s.log_level!r}"
-        )
-    if s.kafka_leave_group not in ("auto", "yes", "no"):
-        raise ConfigError(
-            f"SUPPLYBUS_KAFKA_LEAVE_GROUP: expected auto, yes or no, got {s.kafka_leave_group!r}"
-        )
-    if not s.db_schema.isidentifier():
-        raise ConfigError(f"SUPPLYBUS_DB_SCHEMA: expected an SQL identifier, got {s.db_schema!r}")
-    if s.database_url is not None and not s.database_url.startswith(("postgresql:", "postgres:")):
-        raise ConfigError(
-            f"DATABASE_URL: expected a postgresql:// URL, got {mask_url(s.database_url)!r}"
-        )
+def _check_choice(name: str, env: str, value: object) -> None:
+    kind = _types()[name]
+    if get_origin(kind) is Literal and value not in get_args(kind):
+        choices = get_args(kind)
+        expected = ", ".join(choices[:-1]) + f" or {choices[-1]}"
+        raise ConfigError(f"{env}: expected {expected}, got {value!r}")
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ***, for messages and logs."""
+    """The URL with its password (user info or ``password=`` parameter) replaced by ***."""
     parts = urlsplit(url)
-    if parts.password is None:
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    has_param = any(k.lower() == "password" for k, _ in query)
+    if parts.password is None and not has_param:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}:***@{host}"
+    if has_param:
+        masked = [(k, "***" if k.lower() == "password" else v) for k, v in query]
+        parts = parts._replace(query=urlencode(masked, safe="*/"))
     return urlunsplit(parts._replace(netloc=netloc))
 
 
 def settings_table() -> str:
-    """The settings as a Markdown table (for the README)."""
-    defaults = {f.name: f.default for f in fields(Settings) if not callable(f.default)}
+    """The settings as a Markdown table (for the README and `supplybus settings`)."""
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
-    for spec in FIELDS:
-        default = defaults.get(spec.name)
-        shown = "(shipped schemas/topics.yaml)" if spec.name == "topic_catalog" else default
-        rows.append(f"| `{spec.env}` | {'' if shown is None else f'`{shown}`'} | {spec.help} |")
+    for spec in _settings_fields():
+        meta = spec.metadata
+        shown = meta["shown"] or spec.default
+        cell = "" if shown is None else f"`{shown}`"
+        rows.append(f"| `{meta['env']}` | {cell} | {meta['help']} |")
     return "\n".join(rows)

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
 
 from supplybus.config import Settings, mask_url, settings_table
 from supplybus.errors import ConfigError
+
+NO_FILE = Path("/nonexistent/supplybus.toml")
 
 
 def test_defaults_use_embedded_services() -> None:
@@ -47,7 +50,77 @@ def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None
 
 def test_mask_url_hides_password() -> None:
     assert mask_url("postgresql://u:s3cret@h:5432/db") == "postgresql://u:***@h:5432/db"
-    assert mask_url("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert mask_url("postgresql://u:p@ss@h/db") == "postgresql://u:***@h/db"
+    assert mask_url("postgresql://u@h/db?password=s3cret&sslmode=require") == (
+        "postgresql://u@h/db?password=***&sslmode=require"
+    )
+    assert mask_url("postgresql://u@h/db?host=/tmp/pg") == "postgresql://u@h/db?host=/tmp/pg"
+
+
+def test_repr_and_str_never_show_a_password() -> None:
+    s = Settings(
+        database_url="postgresql://sb:s3cret@db:5432/sb?password=s3cret",
+        schema_registry_url="https://key:s3cret@registry:8081",
+    )
+    for shown in (repr(s), str(s), f"{s}", repr([s])):
+        assert "s3cret" not in shown
+        assert "postgresql://sb:***@db:5432/sb?password=***" in shown
+        assert "https://key:***@registry:8081" in shown
+    assert s.database_url is not None and "s3cret" in s.database_url  # the value itself is kept
+
+
+def test_bad_database_url_message_masks_the_password() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"DATABASE_URL": "mysql://u:s3cret@h/db"}, config_file=NO_FILE)
+    assert "s3cret" not in str(caught.value) and "u:***@h" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("kafka_leave_group", "maybe", "SUPPLYBUS_KAFKA_LEAVE_GROUP: expected auto, yes or no"),
+        ("log_level", "LOUD", "SUPPLYBUS_LOG_LEVEL: expected DEBUG, INFO, WARNING or ERROR"),
+    ],
+)
+def test_choices_are_checked_however_settings_are_built(
+    field: str, value: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings(**{field: value})
+    with pytest.raises(ConfigError, match=message):
+        replace(Settings(), **{field: value})
+
+
+def test_choices_are_read_case_insensitively_as_their_canonical_spelling(tmp_path: Path) -> None:
+    cfg = tmp_path / "supplybus.toml"
+    cfg.write_text('kafka_leave_group = "YES"\n')
+    s = Settings.from_env({"SUPPLYBUS_LOG_LEVEL": "info"}, config_file=cfg)
+    assert (s.log_level, s.kafka_leave_group) == ("INFO", "yes")
+
+
+def test_every_declared_setting_is_read_from_its_variable() -> None:
+    values = {
+        "SUPPLYBUS_HOME": "/srv/sb",
+        "KAFKA_BOOTSTRAP_SERVERS": "k:9092",
+        "DATABASE_URL": "postgresql://h/db",
+        "SCHEMA_REGISTRY_URL": "http://sr:8081",
+        "SUPPLYBUS_DB_SCHEMA": "other",
+        "SUPPLYBUS_BROKER_PORT": "1234",
+        "SUPPLYBUS_TOPIC_CATALOG": "/srv/topics.yaml",
+        "SUPPLYBUS_CONNECT_TIMEOUT": "2.5",
+        "SUPPLYBUS_KAFKA_SESSION_TIMEOUT_MS": "7000",
+        "SUPPLYBUS_KAFKA_HEARTBEAT_MS": "700",
+        "SUPPLYBUS_GROUP_PREFIX": "grp",
+        "SUPPLYBUS_KAFKA_LEAVE_GROUP": "no",
+        "SUPPLYBUS_LOG_LEVEL": "DEBUG",
+    }
+    table = settings_table()
+    assert [line.split("`")[1] for line in table.splitlines()[2:]] == list(values)
+    read, default = Settings.from_env(values, config_file=NO_FILE), Settings()
+    unchanged = [
+        f.name for f in fields(Settings) if getattr(read, f.name) == getattr(default, f.name)
+    ]
+    assert unchanged == [], f"not read from their variables: {unchanged}"
 
 
 def test_settings_table_lists_every_variable() -> None:
