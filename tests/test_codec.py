@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from supplybus.errors import DecodeError
 from supplybus.events.confluent import ConfluentCodec
+from supplybus.events.framing import make_codec
 from supplybus.events.samples import sample_record
 from supplybus.events.schema_store import default_store, load_store, schemas_dir
 from supplybus.events.single_object import MAGIC, SingleObjectCodec
@@ -142,3 +143,8 @@ def test_confluent_wire_format_round_trip_with_registry() -> None:
     assert _normal(fresh.decode(data).record) == _normal(record)
     with pytest.raises(DecodeError, match="expected magic byte 00"):
         codec.decode(CODEC.encode(record))
+
+
+def test_make_codec_picks_the_framing_from_the_registry_url() -> None:
+    assert make_codec(STORE).framing == "single-object"
+    assert make_codec(STORE, "mock://supplybus-pick").framing == "confluent"

@@ -74,3 +74,12 @@ def test_schemas_list_json() -> None:
     rows = json.loads(result.stdout)
     assert {r["event_type"] for r in rows} == set(STORE.event_types)
     assert all(len(r["fingerprint"]) == 16 for r in rows)
+
+
+def test_schemas_check_help_states_the_stricter_logical_type_rules() -> None:
+    result = run_cli("schemas", "check", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "precision and scale" in text
+    assert "timestamp-millis to -micros" in text and "decimal to bytes" in text
+    assert "schemas.lock" in text
