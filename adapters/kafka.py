@@ -1,13 +1,24 @@
-"""Kafka client construction and error translation (confluent-kafka)."""
+"""Kafka client construction, error translation and reading a topic (confluent-kafka)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 from supplybus.config import Settings
@@ -72,7 +83,7 @@ def produce(
     topic: str,
     value: bytes | None,
     key: bytes | None,
-    headers: Sequence[tuple[str, bytes]],
+    headers: Sequence[tuple[str, bytes | None]],
     on_delivery: DeliveryCallback,
 ) -> None:
     """Enqueue one record, serving delivery reports while the local queue is full."""
@@ -151,3 +162,58 @@ def release(consumer: Consumer, *, leave_group: bool) -> None:
     if leave_group:
         consumer.close()
     # else: dropping the last reference destroys the client without a consumer close
+
+
+_READ_BATCH = 500  # records asked of each consume() call
+_READ_POLL_S = 0.5  # longest wait in one consume() call
+
+
+def read_records(
+    settings: Settings,
+    topics: Mapping[str, int],
+    *,
+    from_beginning: bool = True,
+    limit: int | None = None,
+    quiet_s: float | None = 3.0,
+    at_least: int = 0,
+    timeout_s: float | None = None,
+    on_error: Callable[[KafkaError], None] | None = None,
+) -> Iterator[Message]:
+    """The records of ``topics`` (name -> partition count), read by assignment: no group is
+    joined, nothing is committed. Use it in ``contextlib.closing`` when you may stop early.
+
+    Stops after ``limit`` records; after ``quiet_s`` seconds without a record once ``at_least``
+    arrived (``None``: follow for ever); or ``timeout_s`` after the start. Records that carry
+    an error do not count: they go to ``on_error`` (default: skipped).
+    """
+    consumer = make_consumer(settings, f"supplybus-read-{uuid.uuid4().hex}")
+    start = OFFSET_BEGINNING if from_beginning else OFFSET_END
+    consumer.assign([TopicPartition(t, p, start) for t, n in topics.items() for p in range(n)])
+    doing = f"reading {', '.join(topics)}"
+    seen = 0
+    last = time.monotonic()
+    deadline = None if timeout_s is None else last + timeout_s
+    try:
+        while limit is None or seen < limit:
+            now = time.monotonic()
+            waits = [_READ_POLL_S]
+            if quiet_s is not None and seen >= at_least:
+                waits.append(last + quiet_s - now)
+            if deadline is not None:
+                waits.append(deadline - now)
+            if min(waits) <= 0:
+                return
+            wanted = _READ_BATCH if limit is None else min(_READ_BATCH, limit - seen)
+            with map_kafka_errors(settings, doing):
+                batch = consumer.consume(wanted, timeout=min(waits))
+            for msg in batch:
+                last = time.monotonic()
+                error = msg.error()
+                if error is not None:
+                    if on_error is not None:
+                        on_error(error)
+                    continue
+                seen += 1
+                yield msg
+    finally:
+        consumer.close()  # assigned, never subscribed: there is no group to leave

@@ -61,6 +61,11 @@ class EventCatalog:
             raise ValidationError([FieldError("envelope.event_type", sv.event_type)])
         return conformed
 
+    def domain_errors(self, event_type: str, record: Mapping[str, Any]) -> list[FieldError]:
+        """The domain checks (compiled per schema) of a decoded record of ``event_type``:
+        consumed events pass the same checks as published ones."""
+        return check_domain(self.store.latest(event_type), record)
+
     def prepare(self, record: Mapping[str, Any], *, check: Check = "full") -> Outgoing:
         """Validated, encoded, routed.
 

@@ -61,27 +61,34 @@ def caused_by(
     parent: Mapping[str, Any],
     event_type: str,
     *,
-    source_system: str,
+    emitter: str,
+    discriminator: str,
+    source_system: str | None = None,
     actor: str | None = None,
-    key: str = "",
     occurred_at: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """The envelope of an event caused by ``parent`` (an envelope).
 
-    The id is deterministic in (parent id, event type, key): a processor that runs again for
-    the same input emits the same ids, so downstream ledgers skip the repeats.
+    The id is deterministic in (parent id, emitter, event type, discriminator): a processor
+    that runs again for the same input emits the same ids, so downstream ledgers skip the
+    repeats, while two processors (``emitter``, e.g. the processor's name) emitting the same
+    type for the same cause, or one handler emitting several events of a type per input
+    (``discriminator``: e.g. the line number or the item id), get distinct ids.
     """
+    if not emitter or not isinstance(discriminator, str):
+        raise ValueError("caused_by needs an emitter and a discriminator (a string, maybe '')")
+    source = source_system or emitter
     return new_envelope(
         event_type,
-        source_system=source_system,
+        source_system=source,
         entity_id=str(parent["entity_id"]),
         facility_id=parent.get("facility_id"),
-        actor=actor or source_system,
+        actor=actor or source,
         correlation_id=str(parent["correlation_id"]),
         causation_id=str(parent["event_id"]),
         priority=str(parent.get("priority", "ROUTINE")),
         occurred_at=occurred_at,
-        event_id=deterministic_id(parent["event_id"], event_type, key),
+        event_id=deterministic_id(parent["event_id"], emitter, event_type, discriminator),
     )
 
 

@@ -13,11 +13,14 @@ Every error has a stable ``code`` (for logs, metrics and dead-letter headers) an
     ├── PermanentError         the record can never succeed as it is: dead-letter it
     │   ├── DecodeError        bad bytes or an unknown writer schema
     │   ├── ValidationError    schema or domain check failed (carries field errors)
+    │   ├── ContractError      an event type its topic does not carry (per the catalog)
     │   └── BusinessRuleError  a rule of the domain refused the event
     ├── MigrationError         a migration failed; the database is left as it was
     ├── EmbeddedServiceError   the embedded broker or database could not be started
     ├── DeliveryError          Kafka did not acknowledge a record (after its own retries)
-    └── ProcessorError         a processor's code or tables are broken: stop, commit nothing
+    ├── ProcessorError         a processor's code or tables are broken: stop, commit nothing
+    │   └── DeadLetterBudgetExhausted  too many dead letters: halt without committing
+    └── StoppedWithWorkUnapplied  a stop came while a batch waited on a retry: not committed
 """
 
 from __future__ import annotations
@@ -127,6 +130,12 @@ class ValidationError(PermanentError):
         super().__init__(head + "; ".join(str(e) for e in self.errors))
 
 
+class ContractError(PermanentError):
+    """A record broke the topic contract (an event type its topic does not carry)."""
+
+    code = "CONTRACT"
+
+
 class BusinessRuleError(PermanentError):
     """A domain rule refused the event (for example an unknown item)."""
 
@@ -156,3 +165,21 @@ class ProcessorError(SupplybusError):
     every event). Nothing of the batch was committed; fix the processor and restart it."""
 
     code = "PROCESSOR"
+
+
+class DeadLetterBudgetExhausted(ProcessorError):
+    """More records were dead-lettered than the processor's budget allows (a bug, a schema
+    deployed out of order, a wrong topic). The batch was not committed and the lane halted;
+    a restart resumes there. Look at the dead letters, fix the cause, or raise the budget
+    (``supplybus run --dead-letter-budget``)."""
+
+    code = "DEAD_LETTER_BUDGET"
+
+
+class StoppedWithWorkUnapplied(SupplybusError):
+    """The run was stopped while a batch waited to be retried (database or broker down).
+    Nothing of it, and nothing after it, was committed: it is consumed again at the next
+    start."""
+
+    code = "STOPPED_UNAPPLIED"
+    exit_code = 3

@@ -11,7 +11,11 @@ Names (all prefixed ``supplybus_``):
 - ``transient_retries_total``    retries after transient errors (database or broker down)
 - ``outbox_backlog``             outbox rows not yet published (set by the relay)
 - ``outbox_published_total``     outbox rows published by the relay
+- ``outbox_parked``              outbox rows parked: they can never be published (alert on > 0)
 - ``consumer_lag``               records behind the high watermark (approximate on Tansu)
+- ``lanes_halted_total``         lanes halted on purpose, by processor and reason (e.g. the
+  dead-letter budget): an alert, the lane committed nothing past the halt
+- ``lanes_unapplied_records``    records a stopped lane left unapplied (consumed again at start)
 """
 
 from __future__ import annotations
@@ -69,10 +73,28 @@ class Metrics:
         self.outbox_published = Counter(
             "supplybus_outbox_published", "Outbox rows published", registry=r
         )
+        self.outbox_parked = Gauge(
+            "supplybus_outbox_parked",
+            "Outbox rows parked because they can never be published (set by the relay)",
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "supplybus_consumer_lag",
             "Records behind the high watermark (approximate on Tansu)",
             ("processor", "topic", "partition"),
+            registry=r,
+        )
+
+        self.lane_halted = Counter(
+            "supplybus_lanes_halted",
+            "Lanes halted on purpose (nothing committed past the halt)",
+            ("processor", "reason"),
+            registry=r,
+        )
+        self.unapplied = Gauge(
+            "supplybus_lanes_unapplied_records",
+            "Records a stopped lane left unapplied (consumed again at the next start)",
+            ("processor", "lane"),
             registry=r,
         )
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,9 @@ from confluent_kafka.admin import NewTopic
 
 from supplybus.adapters.kafka import make_admin
 from supplybus.config import Settings
-from supplybus.ops import embedded, migrate
+from supplybus.ops import embedded, migrate, topic_admin
+
+pytest_plugins = ["tests.workers"]  # the `workers` fixture (processes running `supplybus run`)
 
 
 @pytest.fixture(scope="session")
@@ -100,18 +101,6 @@ def make_topic(settings: Settings) -> TopicFactory:
 def isolated(settings: Settings, tmp_path: Path) -> Settings:
     """Settings whose topic catalog is the shipped one with every topic renamed uniquely
     (prefix ``t<hex>.``) and created on the broker; the database schema is migrated."""
-    import yaml
-
-    from supplybus.events.topics import load_catalog
-    from supplybus.ops.topic_admin import apply
-
-    doc = yaml.safe_load(Settings().topic_catalog.read_text())
-    prefix = f"t{uuid.uuid4().hex[:8]}."
-    for entry in doc["topics"]:
-        entry["name"] = prefix + entry["name"]
-    path = tmp_path / "topics.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    isolated_settings = replace(settings, topic_catalog=path)
-    apply(isolated_settings, load_catalog(path))
-    migrate.migrate(isolated_settings)
-    return isolated_settings
+    private = topic_admin.apply_private(settings, tmp_path, f"t{uuid.uuid4().hex[:8]}.")
+    migrate.migrate(private)
+    return private

@@ -57,7 +57,7 @@ def handle(events: Sequence[Event], conn: psycopg.Connection) -> list[Record]:
             emitted.append(
                 {
                     "envelope": caused_by(
-                        e.envelope, "StockoutRisk", source_system="test", key=r["item_id"]
+                        e.envelope, "StockoutRisk", emitter="keyed-sums", discriminator=r["item_id"]
                     ),
                     "item_id": r["item_id"],
                     "location_id": r["location_id"],

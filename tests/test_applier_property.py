@@ -1,19 +1,27 @@
-"""Property: whatever the batching, re-delivery and poison records, every event's effect is
-applied exactly once, in order per key (the batch applier on the real database, no broker)."""
+"""Property: whatever the batching, re-delivery, transient failures and poison records, every
+event's effect is applied exactly once, in order per key (the batch applier on the real
+database; events carry real Kafka messages with bytes and headers, no broker)."""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
+import psycopg
 import pytest
+from confluent_kafka import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from supplybus.adapters.postgres import connect
 from supplybus.config import Settings
 from supplybus.consumers.runtime.apply import BatchApplier
-from supplybus.consumers.runtime.processor import Event
+from supplybus.consumers.runtime.budget import DeadLetterBudget
+from supplybus.consumers.runtime.processor import BatchHandler, Event, Record
+from supplybus.errors import DeadLetterBudgetExhausted, TransientError
 from supplybus.events.catalog import EventCatalog
+from supplybus.producers.outbox import decode_headers
 from tests import flood
 from tests.processors import keyed_sums, setup
 
@@ -22,9 +30,10 @@ TOPIC = "inventory.stock-movements.v1"
 
 
 @st.composite
-def deliveries(draw: st.DrawFn) -> tuple[list[list[int]], set[int]]:
+def deliveries(draw: st.DrawFn) -> tuple[list[list[int]], set[int], set[int]]:
     """Batches of indexes into the event list: in order, with earlier ranges delivered again
-    (a crash before the offset commit), and some indexes that are poison."""
+    (a crash, a stop or a rebalance before the offset commit), some indexes that are poison,
+    and batches whose first attempt fails transiently (retried as a whole)."""
     total = KEYS * PER_KEY
     cuts = sorted(draw(st.sets(st.integers(1, total - 1), max_size=8)))
     bounds = [0, *cuts, total]
@@ -35,7 +44,8 @@ def deliveries(draw: st.DrawFn) -> tuple[list[list[int]], set[int]]:
             back = draw(st.integers(0, start))
             batches.append(list(range(back, end)))
     poison = draw(st.sets(st.integers(0, total - 1), max_size=3))
-    return batches, poison
+    transient = draw(st.sets(st.integers(0, len(batches) - 1), max_size=3))
+    return batches, poison, transient
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +68,37 @@ def db(
 
 def _events(poison: set[int]) -> list[Event]:
     records = flood.load("prop", keys=KEYS, per_key=PER_KEY)
+    catalog = EventCatalog.from_settings(Settings())
     out = []
     for i, record in enumerate(records):
         if i in poison:
             record = {**record, "reason": "reject"}
-        out.append(Event("StockMovement", record, TOPIC, i % 3, i, None))
+        prepared = catalog.prepare(record, check="none")
+        msg = Message(
+            topic=TOPIC,
+            partition=i % 3,
+            offset=i,
+            key=prepared.key,
+            value=prepared.value,
+            headers=[*prepared.headers, ("x-foreign", None)],
+            timestamp=(1, 1_700_000_000_000 + i),
+        )
+        out.append(Event("StockMovement", record, TOPIC, i % 3, i, msg))
     return out
+
+
+class _Flaky:
+    """Wraps a handler: raises TransientError on the first attempt of chosen batches."""
+
+    def __init__(self, handle: BatchHandler) -> None:
+        self.handle = handle
+        self.fail_next = False
+
+    def __call__(self, events: Sequence[Event], conn: psycopg.Connection) -> Iterable[Record]:
+        if self.fail_next:
+            self.fail_next = False
+            raise TransientError("database blip")
+        return self.handle(events, conn)
 
 
 @settings(
@@ -71,16 +106,24 @@ def _events(poison: set[int]) -> list[Event]:
 )
 @given(deliveries())
 def test_any_delivery_schedule_applies_each_event_once(
-    db: Settings, schedule: tuple[list[list[int]], set[int]]
+    db: Settings, schedule: tuple[list[list[int]], set[int], set[int]]
 ) -> None:
-    batches, poison = schedule
+    batches, poison, transient = schedule
     with connect(db) as conn:
         conn.execute("TRUNCATE applied_effects, processed_events, dead_letters, outbox")
         conn.commit()
-        applier = BatchApplier(keyed_sums(), EventCatalog.from_settings(db), lambda t: f"{t}.dlq")
+        flaky = _Flaky(keyed_sums().handle)
+        processor = replace(keyed_sums(), handle=flaky)
+        applier = BatchApplier(processor, EventCatalog.from_settings(db), lambda t: f"{t}.dlq")
         events = _events(poison)
-        for batch in batches:
-            applier.apply(conn, [events[i] for i in batch], [])
+        for n, batch in enumerate(batches):
+            flaky.fail_next = n in transient
+            try:
+                applier.apply(conn, [events[i] for i in batch], [])
+            except TransientError:  # the lane retries the same batch
+                conn.rollback()
+                applier.apply(conn, [events[i] for i in batch], [])
+            # (no exception: every event of the batch was a duplicate, the handler never ran)
         dead = conn.execute('SELECT "offset", attempts FROM dead_letters ORDER BY 1').fetchall()
     skip = {(events[i].record["item_id"], int(events[i].record["reference_id"])) for i in poison}
     flood.check_exactly_once(db, keys=KEYS, per_key=PER_KEY, skip=skip)
@@ -107,24 +150,62 @@ def test_per_event_adapts_a_single_event_handler() -> None:
     assert emitted == [{"n": 1}, {"n": 3}]
 
 
-def test_dlq_limit_stops_before_a_stream_is_dead_lettered(db: Settings) -> None:
-    from dataclasses import replace
-
-    from supplybus.consumers.runtime.processor import DlqLimit
-    from supplybus.errors import ProcessorError
-
-    limited = replace(keyed_sums(), dlq_limit=DlqLimit(max_ratio=0.2, min_records=10))
-    events = _events(poison=set(range(6, KEYS * PER_KEY)))  # from the 7th event on, all bad
+def test_dead_letter_budget_stops_before_a_stream_is_dead_lettered(db: Settings) -> None:
+    budget = DeadLetterBudget(max_consecutive=5, max_in_window=100, window=1000)
+    limited = replace(keyed_sums(), dead_letter_budget=budget)
+    events = [  # one partition: one sporadic poison, then all bad from the 9th on
+        replace(e, partition=0)
+        for e in _events(poison={3, *range(8, KEYS * PER_KEY)})
+    ]
     with connect(db) as conn:
         conn.execute("TRUNCATE applied_effects, processed_events, dead_letters, outbox")
         conn.commit()
         applier = BatchApplier(limited, EventCatalog.from_settings(db), lambda t: f"{t}.dlq")
-        applier.apply(conn, events[:8], [])  # 2 of 8 dead: under min_records, committed
-        with pytest.raises(ProcessorError, match="over its limit of 20%"):
-            applier.apply(conn, events[8:16], [])
+        applier.apply(conn, events[:10], [])  # 3 dead letters (1 sporadic, 2 in a row)
+        with pytest.raises(DeadLetterBudgetExhausted, match="5 dead letters in a row"):
+            applier.apply(conn, events[10:14], [])  # 6 in a row: over budget
+        conn.rollback()
         dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()
-    assert dead == (2,)  # the batch over the limit was rolled back
-    assert flood.count_effects(db) == 6
+        assert dead == (3,)  # the batch over the budget was rolled back
+        assert flood.count_effects(db) == 7
+        with pytest.raises(DeadLetterBudgetExhausted):  # a restart resumes there: halts again
+            applier.apply(conn, events[10:14], [])
+        conn.rollback()
+        raised = BatchApplier(
+            replace(limited, dead_letter_budget=DeadLetterBudget(max_consecutive=50)),
+            EventCatalog.from_settings(db),
+            lambda t: f"{t}.dlq",
+        )
+        raised.apply(conn, events[10:14], [])  # the operator raised the budget
+        dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()
+    assert dead == (7,)
+
+
+def test_a_dead_letter_is_its_own_record_whatever_offsets_do(db: Settings) -> None:
+    """After a broker reset offsets restart at 0: a new bad record at a reused offset is a new
+    dead letter (own bytes, own DLQ record, own id); a re-delivery of one record is one."""
+    from supplybus.consumers.runtime.deadletter import Failure
+    from supplybus.errors import DecodeError
+
+    def failure(value: bytes, timestamp: int) -> Failure:
+        return Failure(TOPIC, 0, 0, timestamp, b"k", value, [("h", None)], DecodeError("bad"))
+
+    with connect(db) as conn:
+        conn.execute("TRUNCATE applied_effects, processed_events, dead_letters, outbox")
+        conn.commit()
+        applier = BatchApplier(keyed_sums(), EventCatalog.from_settings(db), lambda t: f"{t}.dlq")
+        applier.apply(conn, [], [failure(b"first", 1)])
+        applier.apply(conn, [], [failure(b"first", 1)])  # re-delivered: same dead letter
+        applier.apply(conn, [], [failure(b"second", 2)])  # broker reset: offset 0 again
+        rows = conn.execute(
+            "SELECT value, attempts, dead_letter_id::text FROM dead_letters ORDER BY id"
+        ).fetchall()
+        dlq = conn.execute("SELECT value, headers FROM outbox ORDER BY id").fetchall()
+    assert [(r[0], r[1]) for r in rows] == [(b"first", 2), (b"second", 1)]
+    assert [d[0] for d in dlq] == [b"first", b"second"]
+    ids = [dict((k, v) for k, v in decode_headers(d[1]))["sb-dlq-id"] for d in dlq]
+    assert ids == [r[2].encode() for r in rows] and ids[0] != ids[1]
+    assert ("h", None) in decode_headers(dlq[0][1])
 
 
 def test_ledger_compares_event_ids_as_uuids_whatever_their_spelling(db: Settings) -> None:

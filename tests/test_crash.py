@@ -7,12 +7,8 @@ a lost, duplicated or reordered effect is named with its key and sequence number
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-import uuid
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,79 +25,7 @@ from supplybus.producers.publisher import Publisher
 from tests import flood
 from tests.helpers import wait_for
 from tests.processors import keyed_sums
-
-FAST_GROUPS = {"SUPPLYBUS_KAFKA_SESSION_TIMEOUT_MS": "3000", "SUPPLYBUS_KAFKA_HEARTBEAT_MS": "300"}
-
-
-def _fresh(settings: Settings) -> Settings:
-    return replace(
-        settings,
-        group_prefix=f"g{uuid.uuid4().hex[:8]}",
-        session_timeout_ms=3000,
-        heartbeat_interval_ms=300,
-    )
-
-
-class Worker:
-    """`supplybus run tests.processors:keyed_sums` as a separate process."""
-
-    def __init__(self, settings: Settings, log_dir: Path, name: str) -> None:
-        self.log = log_dir / f"{name}.log"
-        self.env = {
-            **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
-            "DATABASE_URL": settings.database_url or "",
-            "SUPPLYBUS_DB_SCHEMA": settings.db_schema,
-            "SUPPLYBUS_TOPIC_CATALOG": str(settings.topic_catalog),
-            "SUPPLYBUS_GROUP_PREFIX": settings.group_prefix,
-            "SUPPLYBUS_HOME": str(log_dir / "home"),
-            "SUPPLYBUS_LOG_LEVEL": "INFO",
-            **FAST_GROUPS,
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "supplybus.ops.cli", "run", "tests.processors:keyed_sums"],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=Path(__file__).parent.parent,
-            )
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> int:
-        """SIGTERM; the worker must finish its batch and exit within 10 s."""
-        assert self.proc is not None
-        started = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(15)
-        assert time.monotonic() - started < 10, "SIGTERM took more than 10 s"
-        return code
-
-    def ensure_dead(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-@pytest.fixture
-def workers(tmp_path: Path):  # type: ignore[no-untyped-def]
-    started: list[Worker] = []
-
-    def make(settings: Settings, name: str) -> Worker:
-        worker = Worker(settings, tmp_path, name)
-        started.append(worker)
-        return worker
-
-    yield make
-    for worker in started:
-        worker.ensure_dead()
+from tests.workers import WorkerFactory, fresh_group
 
 
 def _flood_in_background(
@@ -130,8 +54,10 @@ def _ledger_count(settings: Settings) -> int:
     return int(row[0]) if row else 0
 
 
-def test_kill_9_five_times_during_a_20000_event_flood(isolated: Settings, workers) -> None:  # type: ignore[no-untyped-def]
-    settings = _fresh(isolated)
+def test_kill_9_five_times_during_a_20000_event_flood(
+    isolated: Settings, workers: WorkerFactory
+) -> None:
+    settings = fresh_group(isolated)
     records = flood.load("kill9", keys=200, per_key=100)
     publisher = _flood_in_background(settings, records, per_second=700)
     worker = workers(settings, "worker")
@@ -154,8 +80,8 @@ def test_kill_9_five_times_during_a_20000_event_flood(isolated: Settings, worker
     assert _ledger_count(settings) == 20_000
 
 
-def test_two_instances_one_killed_mid_stream(isolated: Settings, workers) -> None:  # type: ignore[no-untyped-def]
-    settings = _fresh(isolated)
+def test_two_instances_one_killed_mid_stream(isolated: Settings, workers: WorkerFactory) -> None:
+    settings = fresh_group(isolated)
     records = flood.load("pair", keys=100, per_key=100)
     publisher = _flood_in_background(settings, records, per_second=1500)
     first, second = workers(settings, "first"), workers(settings, "second")
@@ -182,7 +108,7 @@ def _committed(settings: Settings, group: str, topic: str, partitions: int) -> l
 def test_database_outage_of_20s_mid_stream(isolated: Settings, services_home: Path) -> None:
     if os.environ.get("DATABASE_URL"):
         pytest.skip("stops the embedded PostgreSQL; DATABASE_URL names an external one")
-    settings = _fresh(isolated)
+    settings = fresh_group(isolated)
     catalog = EventCatalog.from_settings(settings)
     topic = catalog.topics.topic_for("StockMovement")
     records = flood.load("outage", keys=50, per_key=100)
@@ -212,7 +138,7 @@ def test_database_outage_of_20s_mid_stream(isolated: Settings, services_home: Pa
 
 
 def test_critical_event_overtakes_100000_routine_events(isolated: Settings) -> None:
-    settings = _fresh(isolated)
+    settings = fresh_group(isolated)
     flood.publish(settings, flood.load("backlog", keys=200, per_key=500))
     runner = Runner(settings, [replace(keyed_sums(), batch_size=1000)], signals=False)
     thread = threading.Thread(target=runner.run, daemon=True)

@@ -1,47 +1,32 @@
 """Applying one batch in ONE PostgreSQL transaction: ledger, effects, outbox, dead letters.
 
-The batch runs inside a savepoint. When the handler raises for one event, the savepoint is
-rolled back and the batch is split in halves, recursively, until the failing event stands
-alone; it is dead-lettered and every other event commits. Transient errors (a lost
-connection) are not handled here: they abort the whole transaction for the caller to retry.
+The whole batch is tried first without savepoints. When it fails for an event's fault it is
+rolled back and applied again in savepoints, split in halves recursively until the failing
+event stands alone; it is dead-lettered and every other event commits. Transient errors abort
+the whole transaction for the lane to retry; a processor's fault (its SQL, its tables, an
+invalid or duplicated emitted event, the dead-letter budget) commits nothing and stops it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import psycopg
 
+from supplybus import crashpoints
 from supplybus.consumers.runtime import deadletter, ledger
+from supplybus.consumers.runtime.budget import Window, spend
 from supplybus.consumers.runtime.deadletter import Failure
-from supplybus.consumers.runtime.processor import Event, Processor
-from supplybus.errors import PermanentError, ProcessorError, TransientError
-from supplybus.events.catalog import EventCatalog
+from supplybus.consumers.runtime.faults import Fault, blames_event, fault_of
+from supplybus.consumers.runtime.processor import Event, Processor, Record
+from supplybus.errors import DeadLetterBudgetExhausted, ProcessorError, ValidationError
+from supplybus.events.catalog import EventCatalog, Outgoing
 from supplybus.producers import outbox
 
 log = logging.getLogger("supplybus.runtime")
-
-#: psycopg errors that mean "the connection or server is gone / try again", never the event.
-TRANSIENT_DB_ERRORS: tuple[type[Exception], ...] = (
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-    psycopg.errors.SerializationFailure,
-    psycopg.errors.DeadlockDetected,
-)
-#: Everything the lane retries with the batch kept: ours and the database's transient errors.
-RETRYABLE: tuple[type[Exception], ...] = (TransientError, *TRANSIENT_DB_ERRORS)
-#: Errors that leave a batch as they are: retried as a whole, or stopping the lane.
-PASS_THROUGH: tuple[type[Exception], ...] = (*RETRYABLE, ProcessorError)
-#: Errors that mean the processor's SQL or tables are wrong: no event is to blame.
-FATAL_DB_ERRORS: tuple[type[Exception], ...] = (
-    psycopg.ProgrammingError,
-    psycopg.NotSupportedError,
-    psycopg.errors.InsufficientPrivilege,
-)
-#: Errors that blame the event itself (besides PermanentError): bad data hit a constraint.
-EVENT_DB_ERRORS: tuple[type[Exception], ...] = (psycopg.DataError, psycopg.IntegrityError)
 
 
 @dataclass
@@ -63,24 +48,20 @@ class BatchApplier:
         self.processor = processor
         self.catalog = catalog
         self.dlq_topic_of = dlq_topic_of
-        self.seen = 0  # records committed since start (applied, duplicate or dead-lettered)
-        self.dead = 0
+        self.windows: dict[str, Window] = {}  # dead-letter budget per topic, as committed
 
     def apply(
         self, conn: psycopg.Connection, events: Sequence[Event], failures: Sequence[Failure]
     ) -> Outcome:
-        """One transaction: dead letters for ``failures``, then ``events`` applied once each.
-
-        The whole batch is tried first without savepoints (two round trips fewer); only when
-        it fails is it rolled back and applied again with each part in a savepoint.
-        """
+        """One transaction: dead letters for ``failures``, then ``events`` applied once each."""
         try:
             return self._run(conn, events, failures, isolate=False)
-        except PASS_THROUGH:
-            raise
-        except FATAL_DB_ERRORS as exc:
-            raise self._broken(exc) from exc
-        except Exception:  # noqa: BLE001 - isolate the failing event(s) below
+        except Exception as exc:
+            fault = fault_of(exc)
+            if fault is Fault.TRANSIENT:
+                raise
+            if fault is Fault.PROCESSOR:
+                raise self._broken(exc) from exc
             log.info("batch failed as a whole; isolating the failing event(s)")
         return self._run(conn, events, failures, isolate=True)
 
@@ -100,42 +81,77 @@ class BatchApplier:
                 self._claim_and_handle(conn, list(events), outcome)
             else:
                 self._apply(conn, list(events), outcome)
-                unexplained = [f for f in outcome.dead if not _blames_event(f.error)]
-                if len(events) > 1 and len(unexplained) == len(events):
-                    raise ProcessorError(
-                        f"processor {self.processor.name} failed on every event of a batch of "
-                        f"{len(events)} ({type(unexplained[0].error).__name__}: "
-                        f"{unexplained[0].error}); nothing was committed"
-                    ) from unexplained[0].error
-            self._check_dlq_limit(len(events) + len(failures), len(outcome.dead))
-        self.seen += len(events) + len(failures)
-        self.dead += len(outcome.dead)
+                self._check_not_every_event(events, outcome)
+            windows = self._spend_budget(events, failures, outcome)
+        self.windows = windows
         return outcome
 
-    def _check_dlq_limit(self, records: int, dead: int) -> None:
-        limit = self.processor.dlq_limit
-        seen, total_dead = self.seen + records, self.dead + dead
-        if limit.max_ratio is None or seen < limit.min_records or not dead:
-            return
-        if total_dead / seen > limit.max_ratio:
-            raise ProcessorError(
-                f"processor {self.processor.name}: {total_dead} of {seen} records dead-lettered "
-                f"since start, over its limit of {limit.max_ratio:.0%}; this batch was not "
-                "committed (check the dead letters, fix the cause, restart)"
+    def _spend_budget(
+        self, events: Sequence[Event], failures: Sequence[Failure], outcome: Outcome
+    ) -> dict[str, Window]:
+        dead = {(f.topic, f.partition, f.offset) for f in outcome.dead}
+        where = sorted(
+            {(e.topic, e.partition, e.offset) for e in events}
+            | {(f.topic, f.partition, f.offset) for f in failures}
+        )
+        flags: dict[str, list[bool]] = defaultdict(list)
+        for spot in where:
+            flags[f"{spot[0]}[{spot[1]}]"].append(spot in dead)
+        budget = self.processor.dead_letter_budget
+        windows, exhausted = spend(self.windows, flags, budget)
+        if exhausted is not None:
+            raise DeadLetterBudgetExhausted(
+                f"processor {self.processor.name}: dead-letter budget exhausted on {exhausted} "
+                f"({budget.describe()}); this batch was not committed and the lane halted. "
+                "Look at the dead letters, fix the cause and restart, or raise the budget "
+                "(supplybus run --dead-letter-budget)"
             )
+        return windows
+
+    def _check_not_every_event(self, events: Sequence[Event], outcome: Outcome) -> None:
+        unexplained = [f for f in outcome.dead if f.event_id and not blames_event(f.error)]
+        if len(events) > 1 and len(unexplained) == len(events):
+            raise ProcessorError(
+                f"processor {self.processor.name} failed on every event of a batch of "
+                f"{len(events)} ({type(unexplained[0].error).__name__}: "
+                f"{unexplained[0].error}); nothing was committed"
+            ) from unexplained[0].error
 
     def _claim_and_handle(
         self, conn: psycopg.Connection, events: list[Event], outcome: Outcome
     ) -> None:
         fresh = ledger.claim(conn, self.processor.name, events)
-        emitted = list(self.processor.handle(fresh, conn)) if fresh else []
-        prepared = [self.catalog.prepare(r, check="domain") for r in emitted]
-        outbox.append(conn, self.processor.name, prepared)
+        emitted = self._prepare(list(self.processor.handle(fresh, conn))) if fresh else []
+        outbox.append(conn, self.processor.name, emitted)
         outcome.applied.extend(fresh)
         outcome.duplicates += len(events) - len(fresh)
-        outcome.emitted += len(prepared)
+        outcome.emitted += len(emitted)
+
+    def _prepare(self, records: Sequence[Record]) -> list[Outgoing]:
+        """Emitted events, checked: an invalid or repeated one is the processor's fault."""
+        prepared: list[Outgoing] = []
+        seen: set[str] = set()
+        for record in records:
+            try:
+                out = self.catalog.prepare(record, check="domain")
+            except ValidationError as exc:
+                raise ProcessorError(
+                    f"processor {self.processor.name} emitted an invalid event: {exc}"
+                ) from exc
+            event_id = str(out.envelope["event_id"])
+            if event_id in seen:
+                raise ProcessorError(
+                    f"processor {self.processor.name} emitted two events with id {event_id} "
+                    f"({out.envelope['event_type']}) for one batch: give each emitted event "
+                    "its own discriminator (envelope.caused_by(..., discriminator=...))"
+                )
+            seen.add(event_id)
+            prepared.append(out)
+        return prepared
 
     def _broken(self, exc: BaseException) -> ProcessorError:
+        if isinstance(exc, ProcessorError):
+            return exc
         return ProcessorError(
             f"processor {self.processor.name}: {type(exc).__name__}: {exc} "
             "(its tables or SQL are wrong; nothing was committed)"
@@ -149,11 +165,13 @@ class BatchApplier:
         try:
             with conn.transaction():  # a savepoint: undone as a whole on failure
                 self._claim_and_handle(conn, events, part)
-        except RETRYABLE:
-            raise
-        except FATAL_DB_ERRORS as exc:
-            raise self._broken(exc) from exc
-        except Exception as exc:  # noqa: BLE001 - any other failure is isolated to its event
+        except Exception as exc:
+            fault = fault_of(exc)
+            if fault is Fault.TRANSIENT:
+                raise
+            if fault is Fault.PROCESSOR:
+                raise self._broken(exc) from exc
+            crashpoints.reached("mid-bisection")
             if len(events) == 1:
                 self._dead_letter(conn, _failure_of(events[0], exc), outcome)
                 return
@@ -168,10 +186,6 @@ class BatchApplier:
     def _dead_letter(self, conn: psycopg.Connection, failure: Failure, outcome: Outcome) -> None:
         deadletter.record(conn, self.processor.name, self.dlq_topic_of(failure.topic), failure)
         outcome.dead.append(failure)
-
-
-def _blames_event(error: BaseException) -> bool:
-    return isinstance(error, (PermanentError, *EVENT_DB_ERRORS))
 
 
 def _failure_of(event: Event, error: BaseException) -> Failure:

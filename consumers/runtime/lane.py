@@ -1,49 +1,53 @@
 """One consumer loop: a processor's routine or critical lane.
 
-consume a batch -> decode -> apply in one transaction (retrying transient errors with the
-batch kept and consumption paused) -> commit the batch's offsets. Offsets are committed only
-after the transaction committed; a crash in between re-delivers the batch, and the ledger
-skips what was applied. The routine lane decodes batch N+1 while its database thread applies
-batch N; transactions and offset commits still happen one batch after another, in order.
+consume a batch -> decode (``decode.py``) -> apply in one transaction (``apply.py``; transient
+errors retried with the batch kept and consumption paused) -> commit the batch's offsets
+(``offsets.py``) -> account (``accounting.py``). Offsets are committed only after the
+transaction committed; a crash in between re-delivers the batch, and the ledger skips it.
+
+The routine lane decodes batch N+1 while its database thread applies batch N; transactions
+and offset commits still happen one batch after another, in order. When a stop comes while
+batch N waits on a retry, N is abandoned: nothing of it and nothing after it is applied or
+committed (N+1 is dropped unapplied), and the lane reports how many records it left; they are
+consumed again at the next start.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any
 
 import psycopg
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from tenacity import (
     RetryError,
     Retrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_when_event_set,
     wait_exponential_jitter,
 )
 
+from supplybus import crashpoints
 from supplybus.adapters.kafka import leaves_group_on_close, make_consumer, release
 from supplybus.adapters.postgres import connect
 from supplybus.config import Settings
-from supplybus.consumers.runtime.apply import RETRYABLE, BatchApplier, Outcome
-from supplybus.consumers.runtime.deadletter import Failure
-from supplybus.consumers.runtime.processor import Event, Processor
+from supplybus.consumers.runtime.accounting import LaneStats, account
+from supplybus.consumers.runtime.apply import BatchApplier, Outcome
+from supplybus.consumers.runtime.decode import BatchDecoder, DecodedBatch
+from supplybus.consumers.runtime.faults import is_transient
+from supplybus.consumers.runtime.offsets import commit_offsets
+from supplybus.consumers.runtime.processor import Processor
 from supplybus.errors import SupplybusError
 from supplybus.events.catalog import EventCatalog
+from supplybus.events.topics import Lane as LaneName
 from supplybus.metrics import Metrics
 
-LaneName = Literal["routine", "critical"]
-#: End-to-end latency is observed for every LATENCY_SAMPLE-th applied event (per-event
-#: observation cost 3 % of the pipeline; a 1-in-8 sample keeps the distribution).
-LATENCY_SAMPLE = 8
 log = logging.getLogger("supplybus.runtime")
 
 
@@ -71,25 +75,12 @@ class PriorityGate:
 
 
 @dataclass
-class LaneStats:
-    batches: int = 0
-    applied: int = 0
-    duplicates: int = 0
-    dead: int = 0
-    skipped: int = 0
-    last_record_at: float = 0.0
-    assigned: bool = False  # joined the group and received an assignment (maybe empty)
-
-
-@dataclass
 class _InFlight:
     """A batch whose transaction is running on the lane's database thread."""
 
     future: Future[Outcome]
     msgs: list[Message]
-    events: list[Event]
-    failures: list[Failure]
-    skipped: int
+    batch: DecodedBatch
     started: float
 
 
@@ -117,6 +108,8 @@ class Lane:
         self.gate = gate
         self.stats = LaneStats(last_record_at=time.monotonic())
         self.error: BaseException | None = None
+        self.unapplied = 0  # records left unapplied by a stop during a retry
+        self.decoder = BatchDecoder(catalog, processor.consumes)
         self.applier = BatchApplier(processor, catalog, self._dlq_topic)
         self._conn: psycopg.Connection | None = None
         self._next_lag_at = 0.0
@@ -124,6 +117,10 @@ class Lane:
         self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"{processor.name}-{lane}-db")
         suffix = ".critical" if lane == "critical" else ""
         self.group_id = f"{settings.group_prefix}.{processor.name}{suffix}"
+
+    @property
+    def abandoned(self) -> bool:
+        return self.unapplied > 0
 
     def _dlq_topic(self, topic: str) -> str:
         dlq = self.catalog.topics.topic(topic).dlq
@@ -136,6 +133,8 @@ class Lane:
             self._run()
         except BaseException as exc:
             self.error = exc
+            if isinstance(exc, SupplybusError) and exc.code == "DEAD_LETTER_BUDGET":
+                self.metrics.lane_halted.labels(self.processor.name, exc.code).inc()
             log.exception("lane stopped by an error", extra=self._ctx())
             self.stop.set()
         finally:
@@ -151,12 +150,12 @@ class Lane:
         consumer.subscribe(
             self.topics,
             on_assign=self._on_assign,
-            on_revoke=lambda c, parts: self._finish(c),  # commit finished work before moving
-            on_lost=lambda c, parts: self._finish(c),
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
         )
         log.info("lane started on %s", ", ".join(self.topics), extra=self._ctx())
         try:
-            while not self.stop.is_set():
+            while not self.stop.is_set() and not self.abandoned:
                 if self.lane == "routine":
                     self.gate.wait_clear()
                 msgs = consumer.consume(self.processor.batch_size, timeout=0.2)
@@ -201,79 +200,74 @@ class Lane:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.stats.assigned = True
+        self.stats.partitions.update((tp.topic, tp.partition) for tp in partitions)
         self.stats.last_record_at = time.monotonic()
         log.info("assigned %d partition(s)", len(partitions), extra=self._ctx())
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._finish(consumer)  # commit finished work before the partitions move
+        self.stats.partitions.difference_update((tp.topic, tp.partition) for tp in partitions)
 
     def _handle(self, consumer: Consumer, msgs: list[Message]) -> None:
         """Decode this batch while the previous one is applied, then hand this one over.
 
-        Transactions still run one after another, in order: batch N+1 is submitted only once
-        batch N committed and its offsets were committed. The critical lane does not overlap:
-        it finishes each batch at once.
+        Batch N+1 is submitted only once batch N committed and its offsets were committed; if
+        N was abandoned (a stop during its retry), N+1 is dropped unapplied. The critical lane
+        does not overlap: it finishes each batch at once.
         """
         started = time.perf_counter()
-        events, failures, skipped = self._decode(msgs)
-        self._finish(consumer)
-        future = self._worker.submit(self._apply_once, events, failures)
-        self._pending = _InFlight(future, msgs, events, failures, skipped, started)
+        batch = self.decoder(msgs)
+        for err in batch.consumer_errors:
+            log.warning("consumer error: %s", err.str(), extra=self._ctx())
+        if not self._finish(consumer):
+            self.unapplied += len(msgs)
+            return
+        self.stats.busy = True
+        future = self._worker.submit(self._apply_once, batch)
+        self._pending = _InFlight(future, msgs, batch, started)
         if self.lane == "critical":
             self._finish(consumer)
 
-    def _apply_once(self, events: list[Event], failures: list[Failure]) -> Outcome:
-        return self.applier.apply(self._connection(), events, failures)
+    def _apply_once(self, batch: DecodedBatch) -> Outcome:
+        return self.applier.apply(self._connection(), batch.events, batch.failures)
 
-    def _finish(self, consumer: Consumer) -> None:
-        """Wait for the batch in flight, retry it if the database failed, commit its offsets."""
+    def _finish(self, consumer: Consumer) -> bool:
+        """Wait for the batch in flight, retry it while the failure is transient, commit its
+        offsets. False when the batch was abandoned (stopped before it could be applied)."""
         pending, self._pending = self._pending, None
         if pending is None:
-            return
+            return not self.abandoned
         try:
-            outcome: Outcome | None = pending.future.result()
-        except RETRYABLE as exc:
-            self._on_transient(exc)
-            outcome = self._retry(consumer, pending.events, pending.failures)
-        if outcome is None:  # stopped while the database was unreachable: nothing committed
-            return
-        self._commit(consumer, pending.msgs)
-        self._account(outcome, pending.skipped, time.perf_counter() - pending.started)
-
-    def _decode(self, msgs: list[Message]) -> tuple[list[Event], list[Failure], int]:
-        events: list[Event] = []
-        failures: list[Failure] = []
-        skipped = 0
-        decode = self.catalog.codec.decode
-        accepts = self.processor.consumes
-        for msg in msgs:
-            err = msg.error()
-            if err is not None:
-                if err.fatal():
-                    raise KafkaException(err)
-                log.warning("consumer error: %s", err.str(), extra=self._ctx())
-                continue
             try:
-                decoded = decode(msg.value())
-            except SupplybusError as exc:
-                headers = cast(list[tuple[str, bytes]], msg.headers() or [])
-                failures.append(
-                    Failure(
-                        str(msg.topic()),
-                        int(msg.partition() or 0),
-                        int(msg.offset() or 0),
-                        msg.timestamp()[1],
-                        msg.key(),
-                        msg.value(),
-                        headers,
-                        exc,
-                    )
+                outcome: Outcome | None = pending.future.result()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                self._on_transient(exc)
+                outcome = self._retry(consumer, pending.batch)
+            if outcome is None:
+                self.unapplied += len(pending.msgs)
+                log.error(
+                    "stopped while a batch of %d record(s) waited on a retry: nothing of it or "
+                    "after it was committed; it is consumed again at the next start",
+                    len(pending.msgs),
+                    extra=self._ctx(),
                 )
-                continue
-            if decoded.event_type not in accepts:
-                skipped += 1
-                continue
-            # a message without an error always has its topic, partition and offset
-            where = cast(tuple[str, int, int], (msg.topic(), msg.partition(), msg.offset()))
-            events.append(Event(decoded.event_type, decoded.record, *where, msg))
-        return events, failures, skipped
+                return False
+            crashpoints.reached("after-db-commit")
+            self._commit(consumer, pending.msgs)
+            account(
+                self.stats,
+                self.metrics,
+                self.processor.name,
+                self.lane,
+                outcome,
+                pending.batch.skipped,
+                time.perf_counter() - pending.started,
+            )
+            return True
+        finally:
+            self.stats.busy = False
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
@@ -286,14 +280,12 @@ class Lane:
                 self._conn.close()
             self._conn = None
 
-    def _retry(
-        self, consumer: Consumer, events: list[Event], failures: list[Failure]
-    ) -> Outcome | None:
+    def _retry(self, consumer: Consumer, batch: DecodedBatch) -> Outcome | None:
         """Pause the partitions and retry the batch with backoff; None when stopped first."""
         paused = consumer.assignment()
         consumer.pause(paused)
         retrying = Retrying(
-            retry=retry_if_exception_type(RETRYABLE),
+            retry=retry_if_exception(is_transient),
             wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.5),
             stop=stop_when_event_set(self.stop),
             before_sleep=lambda state: self._on_transient(
@@ -302,7 +294,7 @@ class Lane:
             sleep=self._sleep,
         )
         try:
-            return retrying(lambda: self._apply_once(events, failures))
+            return retrying(lambda: self._apply_once(batch))
         except RetryError:
             return None
         finally:
@@ -317,51 +309,12 @@ class Lane:
         log.warning("transient failure, retrying the batch: %s", exc, extra=self._ctx())
 
     def _commit(self, consumer: Consumer, msgs: list[Message]) -> None:
-        last: dict[tuple[str, int], int] = {}
-        for msg in msgs:
-            if msg.error() is None:
-                last[(str(msg.topic()), int(msg.partition() or 0))] = int(msg.offset() or 0)
-        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
         try:
-            consumer.commit(offsets=offsets, asynchronous=False)
+            consumer.commit(offsets=commit_offsets(msgs), asynchronous=False)
         except KafkaException as exc:  # e.g. rebalanced meanwhile: the ledger covers re-delivery
             log.warning(
                 "offset commit failed (will be re-delivered and skipped): %s",
                 exc,
                 extra=self._ctx(),
             )
-
-    def _account(self, outcome: Outcome, skipped: int, seconds: float) -> None:
-        m, name = self.metrics, self.processor.name
-        stats = self.stats
-        stats.batches += 1
-        stats.applied += len(outcome.applied)
-        stats.duplicates += outcome.duplicates
-        stats.dead += len(outcome.dead)
-        stats.skipped += skipped
-        m.batch_duration.labels(name, self.lane).observe(seconds)
-        for (topic, event_type), n in Counter(
-            (e.topic, e.event_type) for e in outcome.applied
-        ).items():
-            m.processed.labels(name, topic, event_type).inc(n)
-        if outcome.duplicates:
-            m.duplicate.labels(name, self.topics[0], "*").inc(outcome.duplicates)
-        if outcome.emitted:
-            m.emitted.labels(name).inc(outcome.emitted)
-        now = dt.datetime.now(dt.UTC)
-        latency = m.latency.labels(name, self.lane)
-        for event in outcome.applied[::LATENCY_SAMPLE]:
-            occurred = event.envelope.get("occurred_at")
-            if isinstance(occurred, dt.datetime):
-                latency.observe(max(0.0, (now - occurred).total_seconds()))
-        for failure in outcome.dead:
-            m.failed.labels(name, failure.topic, failure.event_type or "undecodable").inc()
-            m.dead_lettered.labels(name, failure.topic, failure.error_code).inc()
-            log.warning(
-                "dead-lettered %s[%d]@%d: %s",
-                failure.topic,
-                failure.partition,
-                failure.offset,
-                failure.error,
-                extra=self._ctx(event_id=failure.event_id, correlation_id=failure.correlation_id),
-            )
+        crashpoints.reached("after-offset-commit")

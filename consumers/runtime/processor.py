@@ -6,7 +6,11 @@ it emits (full records with an envelope, see ``supplybus.events.envelope.caused_
 runtime commits ledger, effects and outbox rows together, then the Kafka offsets.
 
 A handler raises ``PermanentError`` (for example ``BusinessRuleError``) for an event that can
-never succeed: the runtime isolates it and dead-letters it; the rest of the batch commits.
+never succeed: the runtime isolates it and dead-letters it; the rest of the batch commits. It
+raises ``TransientError`` (or lets a ``ConnectionError``/``TimeoutError`` of its own calls out)
+to have the batch retried; ``consumers/runtime/faults.py`` says how every error is classified.
+Emitted events must have distinct ids (``caused_by`` with an emitter and a discriminator) and
+pass the domain checks: otherwise the processor is at fault, not its input.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from typing import Any, cast
 
 import psycopg
 from confluent_kafka import Message
+
+from supplybus.consumers.runtime.budget import DeadLetterBudget
 
 Record = Mapping[str, Any]
 
@@ -41,9 +47,9 @@ class Event:
         return self.message.value() if self.message is not None else None
 
     @property
-    def headers(self) -> list[tuple[str, bytes]]:
+    def headers(self) -> list[tuple[str, bytes | None]]:
         found = self.message.headers() if self.message is not None else None
-        return cast(list[tuple[str, bytes]], found or [])
+        return cast(list[tuple[str, bytes | None]], found or [])
 
     @property
     def timestamp_ms(self) -> int:
@@ -63,19 +69,6 @@ EventHandler = Callable[[Event, psycopg.Connection], Iterable[Record]]
 
 
 @dataclass(frozen=True)
-class DlqLimit:
-    """When dead letters stop meaning "a few bad records" and start meaning "something is wrong".
-
-    Once ``min_records`` records were seen, a batch that would take the share of dead letters
-    (since the lane started) above ``max_ratio`` is not committed and the lane stops with a
-    ProcessorError, rather than dead-lettering a whole stream. ``None`` disables the limit.
-    """
-
-    max_ratio: float | None = None
-    min_records: int = 100
-
-
-@dataclass(frozen=True)
 class Processor:
     """A stream processor. ``name`` is its consumer group and its ledger namespace."""
 
@@ -85,7 +78,7 @@ class Processor:
     setup: Callable[[psycopg.Connection], None] | None = None
     description: str = ""
     batch_size: int = field(default=1000)
-    dlq_limit: DlqLimit = field(default_factory=DlqLimit)
+    dead_letter_budget: DeadLetterBudget = field(default_factory=DeadLetterBudget)
 
     def accepts(self, event_type: str) -> bool:
         return event_type in self.consumes

@@ -1,8 +1,14 @@
 """Running processors: a routine and a critical lane per processor, the outbox relay, signals.
 
 SIGTERM or SIGINT: every lane finishes its batch, commits, and leaves its group. With
-``until_idle``, the runner stops once no lane has seen a record for that many seconds and the
-outbox is drained (idleness is observed, never inferred from the broker's high watermark).
+``until_idle``, the runner stops once every lane holds partitions, has no batch in hand or in
+retry, and has seen no record for that many seconds, and the outbox is drained (idleness is
+observed, never inferred from the broker's high watermark). A lane with no partitions is not
+idle (another member may hold them): past ``assignment_timeout`` the run exits 1 naming it.
+
+Exit codes: 0 done; 1 a lane or the relay failed, or a lane got no partitions in time; 3 a
+stop came while a batch waited on a retry, so records were left unapplied (consumed again at
+the next start).
 """
 
 from __future__ import annotations
@@ -18,10 +24,11 @@ from types import FrameType
 
 from supplybus.adapters.postgres import connect
 from supplybus.config import Settings
-from supplybus.consumers.runtime.lane import Lane, LaneName, PriorityGate
+from supplybus.consumers.runtime.lane import Lane, PriorityGate
 from supplybus.consumers.runtime.processor import Processor
 from supplybus.errors import ConfigError
 from supplybus.events.catalog import EventCatalog
+from supplybus.events.topics import Lane as LaneName
 from supplybus.metrics import Metrics
 from supplybus.producers.relay import OutboxRelay
 
@@ -32,6 +39,11 @@ STUCK_GROUP = (
     "partitions (it is evicted after the session timeout), or, on the embedded Tansu broker, "
     "the group is stuck (ADR 0004): `supplybus down && supplybus up` resets the broker; the "
     "idempotency ledger makes the re-processing that follows safe"
+)
+NO_PARTITIONS = (
+    "consumer group(s) %s held no partitions after %.0f s, so this run cannot tell whether "
+    "work is left (another member of the group holds the partitions, or the group is stuck): "
+    "stopping without calling it idle"
 )
 
 
@@ -61,7 +73,7 @@ class Runner:
     #: while its database thread waits for PostgreSQL; with the default 5 ms the database
     #: thread waits that long for the GIL after each round trip (measured: +8-12 % events/s).
     switch_interval: float | None = 0.001
-    #: Stop (exit code 1) when a lane has no assignment after this many seconds (None: wait).
+    #: Stop (exit code 1) when a lane holds no partitions after this many seconds (None: wait).
     assignment_timeout: float | None = None
     unassigned: list[str] = field(default_factory=list)
 
@@ -117,13 +129,14 @@ class Runner:
                 if self.until_idle is not None and self._idle():
                     log.info("idle for %.1fs: stopping", self.until_idle)
                     self.stop.set()
-                waiting = [lane.group_id for lane in self.lanes if not lane.stats.assigned]
+                waiting = [lane.group_id for lane in self.lanes if not lane.stats.partitions]
                 elapsed = time.monotonic() - started
                 if waiting and not warned and elapsed > ASSIGNMENT_WARNING_S:
                     warned = True
                     log.warning(STUCK_GROUP, ", ".join(waiting), elapsed)
                 if waiting and self.assignment_timeout and elapsed > self.assignment_timeout:
                     self.unassigned = waiting
+                    log.error(NO_PARTITIONS, ", ".join(waiting), elapsed)
                     self.stop.set()
         finally:
             self.stop.set()
@@ -132,13 +145,30 @@ class Runner:
                 thread.join(max(0.1, deadline - time.monotonic()))
         failed = [lane for lane in self.lanes if lane.error is not None]
         relay_failed = self.relay_worker is not None and self.relay_worker.error is not None
-        return 1 if failed or relay_failed or self.unassigned else 0
+        if failed or relay_failed or self.unassigned:
+            return 1
+        unapplied = {lane.group_id: lane.unapplied for lane in self.lanes if lane.abandoned}
+        for lane in self.lanes:
+            self.metrics.unapplied.labels(lane.processor.name, lane.lane).set(lane.unapplied)
+        if unapplied:
+            log.error(
+                "stopped with records unapplied (%s): a stop came while the database or broker "
+                "was unavailable; nothing past them was committed, and they are consumed again "
+                "at the next start",
+                ", ".join(f"{g}: {n}" for g, n in unapplied.items()),
+            )
+            return 3
+        return 0
 
     def _idle(self) -> bool:
+        """Nothing left to do: every lane holds partitions, has nothing in hand, saw nothing."""
         now = time.monotonic()
         wait = self.until_idle or 0.0
         quiet = all(
-            lane.stats.assigned and now - lane.stats.last_record_at >= wait for lane in self.lanes
+            lane.stats.partitions
+            and not lane.stats.busy
+            and now - lane.stats.last_record_at >= wait
+            for lane in self.lanes
         )
         drained = self.relay_worker is None or (
             self.relay_worker.stats.rounds > 0 and self.relay_worker.stats.backlog == 0

@@ -24,7 +24,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import psycopg
-import yaml
 from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 from psycopg import sql
 from rich.console import Console
@@ -38,7 +37,6 @@ from supplybus.consumers.runtime.runner import Runner
 from supplybus.errors import SupplybusError
 from supplybus.events.catalog import EventCatalog
 from supplybus.events.envelope import caused_by, new_envelope
-from supplybus.events.topics import load_catalog
 from supplybus.ops import migrate, services, topic_admin
 from supplybus.ops.bench import faust_peer
 from supplybus.ops.bench.faust_peer import TAKE, WITHIN
@@ -106,7 +104,7 @@ def stockout_risk(event: Event) -> Record:
     r = event.record
     qty, key = r["quantity"], f"{r['item_id']}@{r['location_id']}"
     return {
-        "envelope": caused_by(event.envelope, "StockoutRisk", source_system="bench", key=key),
+        "envelope": caused_by(event.envelope, "StockoutRisk", emitter="bench", discriminator=key),
         "item_id": r["item_id"],
         "location_id": r["location_id"],
         "on_hand": {"value": qty["value"], "uom": qty["uom"]},
@@ -137,15 +135,8 @@ class Bench:
     @classmethod
     def create(cls, base: Settings, tmp: Path) -> Bench:
         tag = uuid.uuid4().hex[:8]
-        doc = yaml.safe_load(base.topic_catalog.read_text())
-        for entry in doc["topics"]:
-            entry["name"] = f"b{tag}." + entry["name"]
-        path = tmp / "topics.yaml"
-        path.write_text(yaml.safe_dump(doc))
-        settings = replace(
-            base, topic_catalog=path, db_schema=f"bench_{tag}", group_prefix=f"bench-{tag}"
-        )
-        topic_admin.apply(settings, load_catalog(path))
+        own = replace(base, db_schema=f"bench_{tag}", group_prefix=f"bench-{tag}")
+        settings = topic_admin.apply_private(own, tmp, f"b{tag}.")
         migrate.migrate(settings)
         catalog = EventCatalog.from_settings(settings)
         spec = catalog.topics.topic_for("StockMovement")

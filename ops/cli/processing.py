@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import click
 
 from supplybus.consumers import registry
+from supplybus.consumers.runtime.budget import DeadLetterBudget
 from supplybus.consumers.runtime.runner import Runner
 from supplybus.metrics import Metrics
 from supplybus.ops.cli.root import Context, cli, pass_ctx
@@ -33,6 +35,21 @@ from supplybus.ops.logs import configure_json_logging
     help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics.",
 )
 @click.option("--batch-size", type=click.IntRange(1, 100_000), help="Records per batch.")
+@click.option(
+    "--assignment-timeout",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    help="With --until-idle: exit 1 when a lane still holds no partitions after this many "
+    "seconds (another member of the group holds them, so idleness cannot be judged).",
+)
+@click.option(
+    "--dead-letter-budget",
+    metavar="CONSECUTIVE[/MAX_IN_WINDOW[/WINDOW]]",
+    callback=lambda ctx, param, value: _budget(value),
+    help="Halt a lane (committing nothing) past this many dead letters in a row, or in the "
+    "last WINDOW records, per topic. Default 5/100/1000.",
+)
 @pass_ctx
 def run(
     ctx: Context,
@@ -41,6 +58,8 @@ def run(
     idle_seconds: float,
     metrics_port: int | None,
     batch_size: int | None,
+    assignment_timeout: float,
+    dead_letter_budget: DeadLetterBudget | None,
 ) -> None:
     """Run processors (and the outbox relay) until SIGTERM/SIGINT.
 
@@ -48,6 +67,11 @@ def run(
     relay), or `package.module:attribute` naming your own Processor. Each processor runs a
     routine and a critical lane; effects are applied exactly once (idempotency ledger and
     transactional outbox in one PostgreSQL transaction, then the Kafka offsets).
+
+    \b
+    Exit codes: 0 done; 1 a lane or the relay failed (e.g. the dead-letter budget halted it),
+    or a lane got no partitions in time; 3 stopped while a batch waited on a retry (its
+    records were left unapplied and are consumed again at the next start).
 
     \b
     Examples:
@@ -60,9 +84,9 @@ def run(
     wanted = [*list(registry.BUILTIN), "relay"] if "all" in names else list(names)
     processors = [registry.load(n) for n in wanted if n != "relay"]
     if batch_size:
-        from dataclasses import replace
-
         processors = [replace(p, batch_size=batch_size) for p in processors]
+    if dead_letter_budget:
+        processors = [replace(p, dead_letter_budget=dead_letter_budget) for p in processors]
     metrics = Metrics()
     if metrics_port:
         metrics.serve(metrics_port)
@@ -72,5 +96,18 @@ def run(
         relay="relay" in wanted,
         until_idle=idle_seconds if until_idle else None,
         metrics=metrics,
+        assignment_timeout=assignment_timeout if until_idle else None,
     )
     sys.exit(runner.run())
+
+
+def _budget(value: str | None) -> DeadLetterBudget | None:
+    if not value:
+        return None
+    parts = value.split("/")
+    if len(parts) > 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise click.BadParameter(
+            f"expected CONSECUTIVE[/MAX_IN_WINDOW[/WINDOW]] as positive integers, got {value!r}"
+        )
+    names = ("max_consecutive", "max_in_window", "window")
+    return DeadLetterBudget(**{n: int(p) for n, p in zip(names, parts, strict=False)})
