@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
+import yaml
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
@@ -15,7 +17,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 
 from supplybus.adapters.kafka import make_admin, map_kafka_errors
 from supplybus.config import Settings
-from supplybus.events.topics import TopicCatalog, TopicSpec
+from supplybus.events.topics import TopicCatalog, TopicSpec, load_catalog
 
 Status = Literal["created", "ok", "drift", "missing"]
 
@@ -103,3 +105,19 @@ def _configs(settings: Settings, admin: AdminClient, names: list[str]) -> dict[s
             entries = future.result()
         out[resource.name] = {k: str(v.value) for k, v in entries.items() if v.value is not None}
     return out
+
+
+def apply_private(settings: Settings, directory: Path, prefix: str) -> Settings:
+    """A private copy of the catalog for one run (a test, a bench) on a shared broker.
+
+    Every topic of ``settings.topic_catalog`` is renamed ``<prefix><name>``, the copy written
+    to ``directory/topics.yaml`` and created on the broker; returns settings that use it.
+    """
+    doc = yaml.safe_load(settings.topic_catalog.read_text())
+    for entry in doc["topics"]:
+        entry["name"] = prefix + entry["name"]
+    path = directory / "topics.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    private = replace(settings, topic_catalog=path)
+    apply(private, load_catalog(path))
+    return private
