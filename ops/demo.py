@@ -14,14 +14,14 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from contextlib import closing
 from decimal import Decimal
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
-from supplybus.adapters.kafka import make_consumer
+from supplybus.adapters.kafka import read_records
 from supplybus.adapters.postgres import connect
 from supplybus.config import Settings
 from supplybus.consumers.inventory import balances
@@ -58,19 +58,9 @@ def run(console: Console) -> None:
     console.print(f"published {len(sent)} validated events (correlation id demo-{run_id})")
     table = Table("topic", "partition@offset", "event", "key", "priority", "payload (excerpt)")
     wanted = {o.envelope["event_id"] for o in sent}
-    consumer = make_consumer(settings, f"demo-{run_id}")
-    consumer.assign(
-        [
-            TopicPartition(o.topic, p, OFFSET_BEGINNING)
-            for o in sent
-            for p in range(catalog.topics.topic(o.topic).partitions)
-        ]
-    )
-    deadline = time.monotonic() + 15
-    while wanted and time.monotonic() < deadline:
-        for msg in consumer.consume(500, timeout=0.5):
-            if msg.error():
-                continue
+    topics = {o.topic: catalog.topics.topic(o.topic).partitions for o in sent}
+    with closing(read_records(settings, topics, quiet_s=None, timeout_s=15)) as records:
+        for msg in records:
             try:
                 decoded = catalog.codec.decode(msg.value())
             except DecodeError:  # e.g. an earlier demo's poison record: not ours
@@ -87,7 +77,8 @@ def run(console: Console) -> None:
                 decoded.envelope["priority"],
                 jsonio.dumps(payload)[:70],
             )
-    consumer.close()
+            if not wanted:
+                break
     console.print(table)
     if wanted:
         raise SupplybusError(f"{len(wanted)} demo event(s) were not read back within 15 s")

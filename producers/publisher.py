@@ -4,13 +4,14 @@
 from supplybus.producers.publisher import Publisher
 with Publisher.from_settings(settings) as pub:
     pub.publish(record)          # ValidationError if the event is invalid: nothing is sent
+    pub.publish_all(records)     # all or nothing: one invalid record and none is sent
     pub.flush()                  # DeliveryError if the broker did not acknowledge a record
 ```
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -18,7 +19,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from supplybus.adapters.kafka import make_producer, produce
 from supplybus.config import Settings
-from supplybus.errors import DeliveryError
+from supplybus.errors import ConfigError, DeliveryError, FieldError, ValidationError
 from supplybus.events.catalog import EventCatalog, Outgoing
 
 
@@ -53,16 +54,22 @@ class Publisher:
         self.send(out)
         return out
 
-    def publish_all(self, records: Iterable[Mapping[str, Any]]) -> list[Outgoing]:
-        """Validate every record first; enqueue only when all are valid (all-or-nothing)."""
-        prepared = [self.prepare(r) for r in records]
-        for out in prepared:
-            self.send(out)
+    def publish_all(
+        self, records: Sequence[Mapping[str, Any]], *, labels: Sequence[str] | None = None
+    ) -> list[Outgoing]:
+        """All or nothing: validate every record, then enqueue them all (see ``prepare_all``)."""
+        prepared = prepare_all(self.catalog, records, labels=labels)
+        self.send_all(prepared)
         return prepared
 
     def send(self, out: Outgoing) -> None:
         """Enqueue an already prepared event (waits for room when the queue is full)."""
         produce(self.producer, out.topic, out.value, out.key, out.headers, self._on_delivery)
+
+    def send_all(self, prepared: Iterable[Outgoing]) -> None:
+        """Enqueue prepared events, in order."""
+        for out in prepared:
+            self.send(out)
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
@@ -79,3 +86,35 @@ class Publisher:
             failures, self._failures = self._failures, []
             raise DeliveryError(f"{len(failures)} delivery failure(s); first: {failures[0]}")
         return self.delivered
+
+
+def prepare_all(
+    catalog: EventCatalog,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    labels: Sequence[str] | None = None,
+) -> list[Outgoing]:
+    """Every record validated, encoded and routed, or none: a ValidationError lists each bad
+    record's field errors, prefixed with its label (default ``record <index>``, from 0).
+
+    Needs no broker, so a caller can check a whole batch before connecting to one.
+    """
+    if labels is not None and len(labels) != len(records):
+        raise ConfigError(f"labels: expected one per record ({len(records)}), got {len(labels)}")
+    prepared: list[Outgoing] = []
+    errors: list[FieldError] = []
+    bad = 0
+    for index, record in enumerate(records):
+        label = f"record {index}" if labels is None else labels[index]
+        try:
+            prepared.append(catalog.prepare(record))
+        except ValidationError as exc:
+            bad += 1
+            errors.extend(
+                FieldError(f"{label}: {e.path}" if e.path else label, e.expected, e.got)
+                for e in exc.errors
+            )
+    if errors:
+        context = f"{bad} of {len(records)} record(s) invalid; nothing was published"
+        raise ValidationError(errors, context=context)
+    return prepared

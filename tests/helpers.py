@@ -1,4 +1,4 @@
-"""Helpers shared by tests: run the CLI as a user would, wait by condition."""
+"""Helpers shared by tests: run the CLI as a user would, wait by condition, read topics."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import TypeVar
+
+from confluent_kafka import Message
+
+from supplybus.adapters.kafka import read_records
+from supplybus.config import Settings
 
 T = TypeVar("T")
 
@@ -43,3 +48,18 @@ def wait_for(
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def read_topics(
+    settings: Settings, topics: Mapping[str, int], expect: int, timeout: float = 20
+) -> list[Message]:
+    """Every record of these topics (name -> partitions): waits up to ``timeout`` until
+    ``expect`` arrived, then half a second more, so that a record too many is seen too."""
+    return list(read_records(settings, topics, at_least=expect, quiet_s=0.5, timeout_s=timeout))
+
+
+def read_all(
+    settings: Settings, topic: str, partitions: int, expect: int, timeout: float = 20
+) -> list[Message]:
+    """Every record of one topic; see ``read_topics``."""
+    return read_topics(settings, {topic: partitions}, expect, timeout)

@@ -3,48 +3,19 @@
 from __future__ import annotations
 
 import json
-import time
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from supplybus.adapters.kafka import make_consumer, make_producer
+from supplybus.adapters.kafka import make_producer
 from supplybus.config import Settings
+from supplybus.errors import ValidationError
 from supplybus.events import headers as h
 from supplybus.events.catalog import EventCatalog
 from supplybus.events.samples import sample_record
 from supplybus.producers.publisher import Publisher
-from tests.helpers import run_cli
-
-
-def read_all(
-    settings: Settings, topic: str, partitions: int, expect: int, timeout: float = 20
-) -> list[Any]:
-    """Every record of ``topic`` (by assignment, no group), waiting until ``expect`` arrived."""
-    return read_topics(settings, {topic: partitions}, expect, timeout)
-
-
-def read_topics(
-    settings: Settings, topics: dict[str, int], expect: int, timeout: float = 20
-) -> list[Any]:
-    """Every record of these topics (name -> partitions), waiting until ``expect`` arrived."""
-    consumer = make_consumer(settings, f"reader-{time.time()}")
-    consumer.assign(
-        [TopicPartition(t, p, OFFSET_BEGINNING) for t, n in topics.items() for p in range(n)]
-    )
-    got: list[Any] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and len(got) < expect:
-            got.extend(m for m in consumer.consume(500, timeout=0.3) if not m.error())
-        quiet_until = time.monotonic() + 0.5  # make sure nothing more than expected arrives
-        while time.monotonic() < quiet_until:
-            got.extend(m for m in consumer.consume(500, timeout=0.1) if not m.error())
-    finally:
-        consumer.close()
-    return got
+from tests.helpers import read_all, read_topics, run_cli
 
 
 def _env(settings: Settings, tmp_path: Path) -> dict[str, str]:
@@ -92,7 +63,6 @@ def _lines(catalog: EventCatalog, n: int, bad_at: int | None = None) -> str:
     for i in range(1, n + 1):
         rec = sample_record(catalog.store.latest("StockMovement"), seed=i)
         rec.pop("envelope")
-        rec["movement_id"] = rec["movement_id"]
         if i == bad_at:
             rec["quantity"]["value"] = "-3"
         rows.append(json.dumps(rec, default=str))
@@ -145,6 +115,50 @@ def test_publish_then_consume_json_and_republish_keeps_ids(
     ids = [r["event"]["envelope"]["event_id"] for r in rows]
     assert len(set(ids)) == 25  # the same file yields the same event ids: downstream dedupes
     assert {r["event_type"] for r in rows} == {"StockMovement"}
+
+
+def test_publish_all_sends_nothing_when_one_record_is_invalid(isolated: Settings) -> None:
+    catalog = EventCatalog.from_settings(isolated)
+    sv = catalog.store.latest("StockMovement")
+    records = [sample_record(sv, seed=i) for i in range(5)]
+    records[1]["quantity"]["value"] = Decimal("-3")
+    records[3]["quantity"]["uom"] = "PARSEC"
+    with Publisher.from_settings(isolated) as pub, pytest.raises(ValidationError) as caught:
+        pub.publish_all(records)
+    assert [(e.path, e.expected) for e in caught.value.errors] == [
+        ("record 1: quantity.value", "must be > 0"),
+        ("record 3: quantity.uom", "a known unit of measure (EA, BX, CS, ...)"),
+    ]
+    assert str(caught.value).startswith("2 of 5 record(s) invalid; nothing was published")
+    topic = catalog.topics.topic_for("StockMovement")
+    assert read_all(isolated, topic.name, topic.partitions, expect=1, timeout=2) == []
+
+    records[1]["quantity"]["value"], records[3]["quantity"]["uom"] = Decimal(1), "EA"
+    with Publisher.from_settings(isolated) as pub:
+        sent = pub.publish_all(records)
+    got = read_all(isolated, topic.name, topic.partitions, expect=5)
+    assert sorted(m.value() for m in got) == sorted(o.value for o in sent)
+
+
+def test_consume_without_max_reads_past_500_and_max_stops_exactly(
+    isolated: Settings, tmp_path: Path
+) -> None:
+    catalog = EventCatalog.from_settings(isolated)
+    sv = catalog.store.latest("StockMovement")
+    with Publisher.from_settings(isolated) as pub:
+        sent = pub.publish_all([sample_record(sv, seed=i) for i in range(1234)])
+    topic = sent[0].topic
+    env = _env(isolated, tmp_path)
+    everything = run_cli("consume", topic, "--from-beginning", "--json", env=env)
+    assert everything.returncode == 0, everything.stderr
+    rows = [json.loads(line) for line in everything.stdout.splitlines()]
+    assert len({(r["partition"], r["offset"]) for r in rows}) == len(rows) == 1234
+    assert {r["event"]["envelope"]["event_id"] for r in rows} == {
+        o.envelope["event_id"] for o in sent
+    }
+    capped = run_cli("consume", topic, "--from-beginning", "--json", "--max", "700", env=env)
+    assert capped.returncode == 0, capped.stderr
+    assert len(capped.stdout.splitlines()) == 700
 
 
 def test_consume_shows_undecodable_records_without_crashing(

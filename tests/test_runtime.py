@@ -17,8 +17,8 @@ from supplybus.consumers.runtime.processor import Processor
 from supplybus.consumers.runtime.runner import Runner
 from supplybus.events.catalog import EventCatalog
 from tests import flood
+from tests.helpers import read_all
 from tests.processors import keyed_sums
-from tests.test_events_kafka import read_all
 
 
 def _run(settings: Settings, processors: list[Processor], *, relay: bool = True) -> Runner:

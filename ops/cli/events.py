@@ -5,20 +5,19 @@ from __future__ import annotations
 import getpass
 import hashlib
 import sys
-import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import click
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
 
-from supplybus.adapters.kafka import make_consumer, map_kafka_errors
+from supplybus.adapters.kafka import read_records
 from supplybus.errors import ConfigError, FieldError, ValidationError
 from supplybus.events import jsonio
 from supplybus.events.catalog import EventCatalog, Outgoing
 from supplybus.events.envelope import PRIORITIES, deterministic_id, utcnow
 from supplybus.ops.cli.root import Context, cli, out, pass_ctx
-from supplybus.producers.publisher import Publisher
+from supplybus.producers.publisher import Publisher, prepare_all
 
 
 def _read(path: Path) -> tuple[str, list[tuple[int, Any]]]:
@@ -88,34 +87,43 @@ def publish(
     }
     if entity_id:
         defaults["entity_id"] = entity_id
-    prepared: list[Outgoing] = []
-    errors: list[str] = []
+    objects: dict[int, dict[str, Any]] = {}
+    errors: dict[int, list[FieldError]] = {}
     for number, parsed in lines:
         if isinstance(parsed, FieldError):
-            errors.append(f"line {number}: {parsed.expected}")
-            continue
-        if not isinstance(parsed, dict):
-            errors.append(f"line {number}: expected a JSON object, got {type(parsed).__name__}")
-            continue
-        eid = deterministic_id(digest, number)
-        line_defaults = defaults | {"event_id": eid, "correlation_id": eid, "occurred_at": utcnow()}
-        try:
-            prepared.append(catalog.prepare(jsonio.with_envelope_defaults(parsed, line_defaults)))
-        except ValidationError as exc:
-            errors.extend(f"line {number}: {e}" for e in exc.errors)
+            errors[number] = [FieldError(f"line {number}", parsed.expected)]
+        elif not isinstance(parsed, dict):
+            kind = type(parsed).__name__
+            errors[number] = [FieldError(f"line {number}", f"expected a JSON object, got {kind}")]
+        else:
+            eid = deterministic_id(digest, number)
+            line_defaults = defaults | {
+                "event_id": eid,
+                "correlation_id": eid,
+                "occurred_at": utcnow(),
+            }
+            objects[number] = jsonio.with_envelope_defaults(parsed, line_defaults)
+    numbers = {f"line {n}": n for n in objects}
+    prepared: list[Outgoing] = []
+    try:
+        prepared = prepare_all(catalog, list(objects.values()), labels=list(numbers))
+    except ValidationError as exc:
+        for error in exc.errors:
+            errors.setdefault(numbers[error.path.split(": ")[0]], []).append(error)
     label = jsonio.file_label(path)
     if errors:
-        for line in errors:
-            click.echo(f"{label}: {line}", err=True)
+        for number in sorted(errors):
+            for error in errors[number]:
+                click.echo(f"{label}: {error}", err=True)
+        count = sum(len(e) for e in errors.values())
         raise ValidationError(
-            [FieldError("", f"{len(errors)} error(s) in {label}; nothing was published")]
+            [FieldError("", f"{count} error(s) in {label}; nothing was published")]
         )
     if not prepared:
         raise ConfigError(f"{label}: no events in the file")
-    running = ctx.running(database=False)
+    running = ctx.running(database=False)  # the broker is needed only once the file is valid
     with Publisher.from_settings(running) as publisher:
-        for item in prepared:
-            publisher.send(item)
+        publisher.send_all(prepared)
         delivered = publisher.flush()
     topics = sorted({p.topic for p in prepared})
     out.print(f"published {delivered} {sv.event_type} event(s) to {', '.join(topics)}")
@@ -151,29 +159,17 @@ def consume(
     settings = ctx.running(database=False)
     catalog = EventCatalog.from_settings(settings)
     spec = catalog.topics.topic(topic)
-    consumer = make_consumer(settings, f"supplybus-consume-{deterministic_id(topic, time.time())}")
-    start = OFFSET_BEGINNING if from_beginning else OFFSET_END
-    consumer.assign([TopicPartition(spec.name, p, start) for p in range(spec.partitions)])
-    seen = 0
-    last = time.monotonic()
-    try:
-        while max_records is None or seen < max_records:
-            with map_kafka_errors(settings, f"reading {topic}"):
-                batch = consumer.consume(min(500, (max_records or 500) - seen), timeout=0.5)
-            if not batch:
-                if not follow and time.monotonic() - last > idle_seconds:
-                    break
-                continue
-            last = time.monotonic()
-            for msg in batch:
-                error = msg.error()
-                if error is not None:
-                    click.echo(jsonio.dumps({"error": error.str()}), err=True)
-                    continue
-                click.echo(_render(catalog, msg, as_json))
-                seen += 1
-    finally:
-        consumer.close()
+    records = read_records(
+        settings,
+        {spec.name: spec.partitions},
+        from_beginning=from_beginning,
+        limit=max_records,
+        quiet_s=None if follow else idle_seconds,
+        on_error=lambda error: click.echo(jsonio.dumps({"error": error.str()}), err=True),
+    )
+    with closing(records):
+        for msg in records:
+            click.echo(_render(catalog, msg, as_json))
 
 
 def _render(catalog: EventCatalog, msg: Any, as_json: bool) -> str:
