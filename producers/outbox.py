@@ -1,15 +1,28 @@
-"""The transactional outbox: emitted events are written with the effects that caused them."""
+"""The transactional outbox: emitted events are written with the effects that caused them.
+
+Every outbox statement lives here: processors ``append`` (and dead letters ``append_raw``)
+inside their transaction; the relay reads ``pending`` rows, then ``mark_sent`` or ``park``
+them. A row stores the exact Kafka record: topic, key, value and every header (the routing
+headers of ``EventCatalog.prepare``, or a dead letter's lineage), so the relay rebuilds nothing.
+A parked row could never be published (see producers/relay.py); it stays in the table,
+listed by ``parked``, until an operator deals with it.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg
+from psycopg.rows import class_row
 
 from supplybus.events.catalog import Outgoing
 from supplybus.events.envelope import traceparent
+
+Headers = list[tuple[str, bytes | None]]  # a header may have no value
 
 _COLUMNS = (
     "topic, key, value, headers, event_id, event_type, correlation_id, causation_id, priority,"
@@ -29,18 +42,18 @@ def encode_headers(headers: Sequence[tuple[str, bytes | None]]) -> str:
     )
 
 
-def decode_headers(stored: object) -> list[tuple[str, bytes | None]]:
+def decode_headers(stored: object) -> Headers:
+    """The inverse of ``encode_headers`` (from the JSON text or the jsonb value)."""
     if not stored:
         return []
     pairs = json.loads(stored) if isinstance(stored, str) else stored
-    return [
-        (str(k), None if v is None else base64.b64decode(v))
-        for k, v in pairs  # type: ignore[union-attr]
-    ]
+    if not isinstance(pairs, list):
+        raise ValueError(f"outbox headers: expected [[name, base64], ...], got {stored!r:.80}")
+    return [(str(k), None if v is None else base64.b64decode(v)) for k, v in pairs]
 
 
 def append(conn: psycopg.Connection, source: str, items: Sequence[Outgoing]) -> int:
-    """Append prepared events to the outbox with COPY; returns how many."""
+    """Append prepared events (with their routing headers) to the outbox with COPY."""
     if not items:
         return 0
     with conn.cursor() as cur, cur.copy(f"COPY outbox ({_COLUMNS}) FROM STDIN") as copy:
@@ -51,7 +64,7 @@ def append(conn: psycopg.Connection, source: str, items: Sequence[Outgoing]) -> 
                     out.topic,
                     out.key,
                     out.value,
-                    None,
+                    encode_headers(out.headers),
                     str(env["event_id"]),
                     env["event_type"],
                     env.get("correlation_id"),
@@ -82,3 +95,87 @@ def append_raw(
         " NULL, %s)",
         (topic, key, value, encode_headers(headers), event_id, event_type, correlation_id, source),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One outbox row as the relay publishes it."""
+
+    id: int
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+
+
+def pending(conn: psycopg.Connection, limit: int) -> list[Row]:
+    """The oldest rows neither sent nor parked, in id order."""
+    rows = conn.execute(
+        "SELECT id, topic, key, value, headers FROM outbox"
+        " WHERE sent_at IS NULL AND parked_at IS NULL ORDER BY id LIMIT %s",
+        (limit,),
+    ).fetchall()
+    return [
+        Row(
+            int(i),
+            str(t),
+            None if k is None else bytes(k),
+            None if v is None else bytes(v),
+            decode_headers(h),
+        )
+        for i, t, k, v, h in rows
+    ]
+
+
+def mark_sent(conn: psycopg.Connection, ids: Sequence[int]) -> None:
+    if ids:
+        conn.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY(%s)", (list(ids),))
+
+
+def park(conn: psycopg.Connection, parks: Sequence[tuple[int, str, str]]) -> None:
+    """Park rows (id, error code, reason): the relay skips them from now on."""
+    if parks:
+        with conn.cursor() as cur:
+            cur.executemany(
+                "UPDATE outbox SET parked_at = now(), park_code = %s, park_reason = %s"
+                " WHERE id = %s AND sent_at IS NULL",
+                [(code, reason, row_id) for row_id, code, reason in parks],
+            )
+
+
+def backlog(conn: psycopg.Connection) -> tuple[int, int]:
+    """(rows waiting to be published, rows parked)."""
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL),"
+        " (SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL)"
+    ).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """A parked row, for an operator: what it is, where it was going, and why it is parked."""
+
+    id: int
+    topic: str
+    key: bytes | None
+    size: int
+    event_id: str | None
+    event_type: str | None
+    source: str
+    created_at: datetime
+    parked_at: datetime
+    code: str
+    reason: str
+
+
+def parked(conn: psycopg.Connection, limit: int = 100) -> list[Parked]:
+    """Parked rows, oldest first (values are not loaded: ``size`` is the value's length)."""
+    with conn.cursor(row_factory=class_row(Parked)) as cur:
+        return cur.execute(
+            "SELECT id, topic, key, coalesce(octet_length(value), 0) AS size,"
+            " event_id::text AS event_id, event_type, source, created_at, parked_at,"
+            " park_code AS code, park_reason AS reason"
+            " FROM outbox WHERE parked_at IS NOT NULL ORDER BY id LIMIT %s",
+            (limit,),
+        ).fetchall()
