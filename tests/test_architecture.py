@@ -147,6 +147,22 @@ def test_imports_follow_the_layers_without_cycles() -> None:
     assert not problems, "\n".join([head, *problems])
 
 
+def test_every_folder_of_the_package_is_declared() -> None:
+    """setuptools installs only the folders listed in ``packages`` (and warns about the rest)."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    declared = set(config["tool"]["setuptools"]["packages"])
+    found = set()
+    for package, folder in package_dir(ROOT).items():
+        for path in [ROOT / folder, *(ROOT / folder).rglob("*")]:
+            parts = path.relative_to(ROOT / folder).parts
+            if path.is_dir() and all(p.isidentifier() and p != "__pycache__" for p in parts):
+                found.add(".".join((package, *parts)))
+    assert found == declared, (
+        f"pyproject.toml packages: add {sorted(found - declared)}, "
+        f"remove {sorted(declared - found)}"
+    )
+
+
 def test_the_check_finds_upward_imports_cycles_and_unknown_modules(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text(
         '[tool.setuptools]\npackage-dir = { "supplybus" = "supplybus", '
