@@ -177,7 +177,8 @@ class OutboxRelay:
         finally:
             if conn is not None:
                 conn.close()
-            self.producer.flush(10)
+            self.producer.flush(1.0)  # rounds wait for their reports: nothing is left but
+            # records of a round stopped while the broker was away (they stay pending)
 
     def _connect_with_lock(self, stop: threading.Event) -> psycopg.Connection | None:
         while not stop.is_set():
@@ -210,11 +211,11 @@ class OutboxRelay:
                 self._send(row, reports)
             self._wait()
             crashpoints.reached("relay-after-ack")
-            for row in rows:
-                self._settle(row, reports.get(row.id), alone=False)
             if any(r.error is not None and r.error.fatal() for r in reports.values()):
                 log.warning("relay: the producer failed for good; starting a new one")
-                self.producer = Producer(self.config)
+                self.producer = Producer(self.config)  # its failed rows are sent again
+            for row in rows:
+                self._settle(row, reports.get(row.id), alone=False)
         done = len(self._todo.sent) + len(self._todo.parked)
         self._write(conn)
         self._backlog(conn)
@@ -250,12 +251,12 @@ class OutboxRelay:
         reports[row_id] = _Report(err, withheld)
 
     def _wait(self) -> None:
-        """Serve delivery reports until every record has one (or stop, then 10 s at most)."""
+        """Serve delivery reports until every record has one (or stop, then 5 s at most)."""
         waited = 0
         while self.producer.flush(1.0) > 0:
             waited += 1
             if self._stop.is_set():
-                self.producer.flush(10.0)
+                self.producer.flush(5.0)
                 return
             if waited % 30 == 0:
                 log.warning(
