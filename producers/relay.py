@@ -36,7 +36,6 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import psycopg
@@ -83,9 +82,8 @@ def record_size(
     key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]]
 ) -> int:
     """An upper bound of a record's size as librdkafka checks it against message.max.bytes."""
-    heads = sum(
-        10 + len(n.encode()) + len(v or b"") for n, v in headers
-    )  # two varints of <= 5 bytes
+    # per header: two varints (at most 5 bytes each), the name and the value
+    heads = sum(10 + len(n.encode()) + len(v or b"") for n, v in headers)
     return _RECORD_OVERHEAD + len(key or b"") + len(value or b"") + heads
 
 
@@ -230,7 +228,10 @@ class OutboxRelay:
             withheld = record_size(row.key, value, headers) > self.max_bytes
         if withheld:
             value, headers = None, [*headers, (WITHHELD, str(len(row.value or b"")).encode())]
-        on_delivery = partial(self._on_delivery, reports, row.id, withheld)
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            reports[row.id] = _Report(err, withheld)
+
         try:
             produce(self.producer, row.topic, value, row.key, headers, on_delivery)
         except KafkaException as exc:
@@ -239,16 +240,6 @@ class OutboxRelay:
                 self._send(row, reports, withheld=True)
             else:
                 reports[row.id] = _Report(err, withheld, local=True)
-
-    @staticmethod
-    def _on_delivery(
-        reports: dict[int, _Report],
-        row_id: int,
-        withheld: bool,
-        err: KafkaError | None,
-        msg: Message,
-    ) -> None:
-        reports[row_id] = _Report(err, withheld)
 
     def _wait(self) -> None:
         """Serve delivery reports until every record has one (or stop, then 5 s at most)."""
@@ -279,22 +270,10 @@ class OutboxRelay:
             self._todo.sent.append(row.id)
             if report.withheld:
                 self.stats.withheld += 1
-                log.warning(
-                    "relay: dead letter (outbox row %d) of %d bytes is over message.max.bytes"
-                    " (%d): %s got a reference record; its bytes stay in dead_letters",
-                    row.id,
-                    len(row.value or b""),
-                    self.max_bytes,
-                    row.topic,
-                )
+                log.warning("relay: dead letter %d over message.max.bytes: reference sent", row.id)
         elif not is_permanent(err):
             self.stats.retrying += 1
-            log.warning(
-                "relay: outbox row %d to %s not published, retrying: %s",
-                row.id,
-                row.topic,
-                err.str(),
-            )
+            log.warning("relay: outbox row %d not published, retrying: %s", row.id, err.str())
         elif not alone and not report.local and err.code() in _BATCH:
             self._settle(row, self._alone(row, report.withheld), alone=True)
         elif err.code() in _TOO_LARGE and _is_dead_letter(row) and not report.withheld:
