@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TypeVar
 
 from confluent_kafka import Message
@@ -15,6 +16,17 @@ from supplybus.adapters.kafka import read_records
 from supplybus.config import Settings
 
 T = TypeVar("T")
+
+
+def cli_env(settings: Settings, home: Path) -> dict[str, str]:
+    """The environment that points the CLI at the services and catalog of ``settings``."""
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+        "DATABASE_URL": settings.database_url or "",
+        "SUPPLYBUS_DB_SCHEMA": settings.db_schema,
+        "SUPPLYBUS_TOPIC_CATALOG": str(settings.topic_catalog),
+        "SUPPLYBUS_HOME": str(home),
+    }
 
 
 def run_cli(

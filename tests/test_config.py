@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from dataclasses import fields, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,10 +86,11 @@ def test_bad_database_url_message_masks_the_password() -> None:
 def test_choices_are_checked_however_settings_are_built(
     field: str, value: str, message: str
 ) -> None:
+    bad: dict[str, Any] = {field: value}  # a value outside the Literal, as from untyped code
     with pytest.raises(ConfigError, match=message):
-        Settings(**{field: value})
+        Settings(**bad)
     with pytest.raises(ConfigError, match=message):
-        replace(Settings(), **{field: value})
+        replace(Settings(), **bad)
 
 
 def test_choices_are_read_case_insensitively_as_their_canonical_spelling(tmp_path: Path) -> None:

@@ -15,16 +15,7 @@ from supplybus.events import headers as h
 from supplybus.events.catalog import EventCatalog
 from supplybus.events.samples import sample_record
 from supplybus.producers.publisher import Publisher
-from tests.helpers import read_all, read_topics, run_cli
-
-
-def _env(settings: Settings, tmp_path: Path) -> dict[str, str]:
-    return {
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
-        "DATABASE_URL": settings.database_url or "",
-        "SUPPLYBUS_TOPIC_CATALOG": str(settings.topic_catalog),
-        "SUPPLYBUS_HOME": str(tmp_path / "home"),
-    }
+from tests.helpers import cli_env, read_all, read_topics, run_cli
 
 
 def test_every_event_type_round_trips_through_kafka(isolated: Settings) -> None:
@@ -82,7 +73,7 @@ def test_publish_with_one_bad_line_in_1000_publishes_nothing(
         str(path),
         "--entity-id",
         "ENT-1",
-        env=_env(isolated, tmp_path),
+        env=cli_env(isolated, tmp_path / "home"),
     )
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"{path}: line 637: quantity.value: must be > 0, got -3.000" in result.stderr
@@ -98,7 +89,7 @@ def test_publish_then_consume_json_and_republish_keeps_ids(
     catalog = EventCatalog.from_settings(isolated)
     path = tmp_path / "moves.jsonl"
     path.write_text(_lines(catalog, 25))
-    env = _env(isolated, tmp_path)
+    env = cli_env(isolated, tmp_path / "home")
     for _ in range(2):
         done = run_cli(
             "publish", "StockMovement", "--file", str(path), "--entity-id", "ENT-1", env=env
@@ -148,7 +139,7 @@ def test_consume_without_max_reads_past_500_and_max_stops_exactly(
     with Publisher.from_settings(isolated) as pub:
         sent = pub.publish_all([sample_record(sv, seed=i) for i in range(1234)])
     topic = sent[0].topic
-    env = _env(isolated, tmp_path)
+    env = cli_env(isolated, tmp_path / "home")
     everything = run_cli("consume", topic, "--from-beginning", "--json", env=env)
     assert everything.returncode == 0, everything.stderr
     rows = [json.loads(line) for line in everything.stdout.splitlines()]
@@ -179,7 +170,7 @@ def test_consume_shows_undecodable_records_without_crashing(
         "--json",
         "--idle-seconds",
         "2",
-        env=_env(isolated, tmp_path),
+        env=cli_env(isolated, tmp_path / "home"),
     )
     assert consumed.returncode == 0, consumed.stderr
     rows = [json.loads(line) for line in consumed.stdout.splitlines()]
@@ -195,6 +186,6 @@ def test_consume_shows_undecodable_records_without_crashing(
 def test_unknown_names_are_one_line_errors(
     isolated: Settings, tmp_path: Path, args: list[str]
 ) -> None:
-    result = run_cli(*args, env=_env(isolated, tmp_path))
+    result = run_cli(*args, env=cli_env(isolated, tmp_path / "home"))
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "unknown" in result.stderr

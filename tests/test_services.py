@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from tests.helpers import run_cli, wait_for
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
+def home(tmp_path: Path) -> Iterator[Path]:
     home = tmp_path / "sbhome"
     yield home
     run_cli("down", env=_env(home))  # never leave a process behind, even on failure

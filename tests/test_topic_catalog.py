@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -12,7 +15,7 @@ from supplybus.config import Settings
 from supplybus.errors import CatalogError
 from supplybus.events.topics import load_catalog
 from supplybus.ops.topic_admin import apply, inspect
-from tests.helpers import run_cli
+from tests.helpers import cli_env, run_cli
 
 SHIPPED = Settings().topic_catalog
 
@@ -23,7 +26,7 @@ def _write(tmp_path: Path, doc: object) -> Path:
     return path
 
 
-def _stream(name: str, **extra: object) -> dict[str, object]:
+def _stream(name: str, **extra: object) -> dict[str, Any]:
     return {"name": name, "key": "{id}", "events": [f"E{uuid.uuid4().hex[:6]}"], **extra}
 
 
@@ -82,29 +85,21 @@ def test_apply_creates_missing_then_reports_partition_drift_without_changing_it(
     settings: Settings, tmp_path: Path
 ) -> None:
     name = f"test.drift-{uuid.uuid4().hex[:8]}.v1"
-    doc = {"defaults": {"partitions": 2}, "topics": [_stream(name, compacted=True)]}
+    doc: dict[str, Any] = {"defaults": {"partitions": 2}, "topics": [_stream(name, compacted=True)]}
     catalog = load_catalog(_write(tmp_path, doc))
     created = apply(settings, catalog)
     assert {s.spec.name: s.status for s in created} == {name: "created", f"{name}.dlq": "created"}
     assert all(s.status == "ok" for s in inspect(settings, catalog))
 
-    doc["topics"][0]["partitions"] = 5  # type: ignore[index]
+    doc["topics"][0]["partitions"] = 5
     changed = load_catalog(_write(tmp_path, doc))
     states = {s.spec.name: s for s in apply(settings, changed)}
     assert states[name].status == "drift"
     assert states[name].drift == ("partitions: catalog 5, broker 2",)
     assert states[name].partitions == 2  # nothing destructive: the broker keeps 2
 
-    cli = run_cli(
-        "topics",
-        "apply",
-        "--json",
-        env={
-            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
-            "SUPPLYBUS_TOPIC_CATALOG": str(tmp_path / "topics.yaml"),
-            "SUPPLYBUS_HOME": str(tmp_path),
-        },
-    )
+    env = cli_env(replace(settings, topic_catalog=tmp_path / "topics.yaml"), tmp_path)
+    cli = run_cli("topics", "apply", "--json", env=env)
     assert cli.returncode == 1, cli.stderr
     assert "partitions: catalog 5, broker 2" in cli.stdout
     still = {s.spec.name: s for s in inspect(settings, changed)}
@@ -113,9 +108,9 @@ def test_apply_creates_missing_then_reports_partition_drift_without_changing_it(
 
 def test_config_drift_is_reported(settings: Settings, tmp_path: Path) -> None:
     name = f"test.cfg-{uuid.uuid4().hex[:8]}.v1"
-    doc = {"topics": [_stream(name, configs={"retention.ms": "1000"})]}
+    doc: dict[str, Any] = {"topics": [_stream(name, configs={"retention.ms": "1000"})]}
     apply(settings, load_catalog(_write(tmp_path, doc)))
-    doc["topics"][0]["configs"] = {"retention.ms": "2000"}  # type: ignore[index]
+    doc["topics"][0]["configs"] = {"retention.ms": "2000"}
     states = {s.spec.name: s for s in inspect(settings, load_catalog(_write(tmp_path, doc)))}
     assert states[name].drift == ("retention.ms: catalog 2000, broker 1000",)
 
@@ -123,15 +118,9 @@ def test_config_drift_is_reported(settings: Settings, tmp_path: Path) -> None:
 def test_topics_list_json_via_cli(settings: Settings, tmp_path: Path) -> None:
     doc = {"topics": [_stream(f"test.list-{uuid.uuid4().hex[:8]}.v1", critical_lane=True)]}
     path = _write(tmp_path, doc)
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
-        "SUPPLYBUS_TOPIC_CATALOG": str(path),
-        "SUPPLYBUS_HOME": str(tmp_path),
-    }
+    env = cli_env(replace(settings, topic_catalog=path), tmp_path)
     listed = run_cli("topics", "list", "--json", env=env)
     assert listed.returncode == 0, listed.stderr
-    import json
-
     rows = json.loads(listed.stdout)
     assert [r["status"] for r in rows] == ["missing"] * 4
     assert {r["lane"] for r in rows} == {"routine", "critical"}
