@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 
-from supplybus.config import Settings
+from supplybus.config import LogLevel, Settings
 from supplybus.ops import services
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -40,9 +40,9 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
-def _configure_logging(level: str, verbose: bool) -> None:
+def _configure_logging(level: LogLevel, verbose: bool) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if verbose else getattr(logging, level.upper()),
+        level="DEBUG" if verbose else level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
