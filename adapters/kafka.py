@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -178,7 +178,7 @@ def read_records(
     at_least: int = 0,
     timeout_s: float | None = None,
     on_error: Callable[[KafkaError], None] | None = None,
-) -> Iterator[Message]:
+) -> Generator[Message, None, None]:
     """The records of ``topics`` (name -> partition count), read by assignment: no group is
     joined, nothing is committed. Use it in ``contextlib.closing`` when you may stop early.
 

@@ -33,7 +33,9 @@ def shipped_catalog() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "topics.yaml"
 
 
-def _meta(env: str, meaning: str, *, shown: str | None = None, secret: bool = False) -> dict[str, object]:
+def _meta(
+    env: str, meaning: str, *, shown: str | None = None, secret: bool = False
+) -> dict[str, object]:
     """A setting's declaration beside its field: variable, meaning (README), default as shown,
     and whether its value may hold a password (masked in ``repr``)."""
     return {"env": env, "help": meaning, "shown": shown, "secret": secret}
