@@ -23,7 +23,7 @@ from supplybus.ops import embedded, migrate
 from supplybus.producers import outbox
 from supplybus.producers.relay import WITHHELD, OutboxRelay
 from tests import flood
-from tests.helpers import read_all, run_cli, wait_for
+from tests.helpers import cli_env, read_all, run_cli, wait_for
 
 SMALL = {"message.max.bytes": 4000}  # Tansu ignores topic limits: the producer's is the limit
 
@@ -211,13 +211,7 @@ def test_a_relay_crash_after_the_ack_duplicates_that_round_only(
             topic.name, 0, 3, 1_700_000_000_000, b"k", b"bad", [], BusinessRuleError("no")
         )
         dl.record(conn, "relay-test", topic.dlq or "", failure)
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": isolated.kafka_bootstrap_servers or "",
-        "DATABASE_URL": isolated.database_url or "",
-        "SUPPLYBUS_DB_SCHEMA": isolated.db_schema,
-        "SUPPLYBUS_TOPIC_CATALOG": str(isolated.topic_catalog),
-        "SUPPLYBUS_HOME": str(tmp_path / "home"),
-    }
+    env = cli_env(isolated, tmp_path / "home")
     run = ("run", "relay", "--until-idle", "--idle-seconds", "0.5")
     crashed = run_cli(*run, env={**env, "SUPPLYBUS_CRASH_AT": "relay-after-ack"})
     assert crashed.returncode == 137, crashed.stderr
