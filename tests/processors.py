@@ -84,3 +84,21 @@ def keyed_sums() -> Processor:
         setup=setup,
         batch_size=int(os.environ.get("SUPPLYBUS_TEST_BATCH", "500")),
     )
+
+
+def slow_sums() -> Processor:
+    """keyed_sums whose batches take SUPPLYBUS_TEST_SLEEP seconds, writing the file named by
+    SUPPLYBUS_TEST_MARK first (so a test can stop the runner while a batch is in flight)."""
+    import time
+    from pathlib import Path
+
+    def slow(events: Sequence[Event], conn: psycopg.Connection) -> list[Record]:
+        mark = os.environ.get("SUPPLYBUS_TEST_MARK")
+        if mark:
+            Path(mark).write_text(str(len(events)))
+        time.sleep(float(os.environ.get("SUPPLYBUS_TEST_SLEEP", "2")))
+        return handle(events, conn)
+
+    return Processor(
+        name="slow-sums", consumes=("StockMovement",), handle=slow, setup=setup, batch_size=100
+    )

@@ -154,8 +154,7 @@ def test_dead_letter_budget_stops_before_a_stream_is_dead_lettered(db: Settings)
     budget = DeadLetterBudget(max_consecutive=5, max_in_window=100, window=1000)
     limited = replace(keyed_sums(), dead_letter_budget=budget)
     events = [  # one partition: one sporadic poison, then all bad from the 9th on
-        replace(e, partition=0)
-        for e in _events(poison={3, *range(8, KEYS * PER_KEY)})
+        replace(e, partition=0) for e in _events(poison={3, *range(8, KEYS * PER_KEY)})
     ]
     with connect(db) as conn:
         conn.execute("TRUNCATE applied_effects, processed_events, dead_letters, outbox")

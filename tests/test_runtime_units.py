@@ -65,9 +65,7 @@ def test_decoder_turns_every_foreign_record_into_an_event_or_a_failure(
 ) -> None:
     decoder = BatchDecoder(catalog, ("StockMovement",))
     good = _encoded(catalog)
-    requisition = catalog.codec.encode(
-        sample_record(catalog.store.latest("RequisitionSubmitted"))
-    )
+    requisition = catalog.codec.encode(sample_record(catalog.store.latest("RequisitionSubmitted")))
     msgs = [
         _msg(good, 0, headers=[("x-none", None), ("bin", b"\xff\xfe")]),
         _msg(b"\xc3\x01garbage", 1),

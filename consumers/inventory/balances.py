@@ -1,6 +1,9 @@
 """stock-balances: on-hand stock per location, item and lot, from StockMovement events.
 
 Set-based: one upsert per batch with the movements summed per (location, item, lot).
+A balance is kept in the unit of its first movement; a movement in another unit is refused
+(dead-lettered with the reason) rather than added as if it were that unit: converting needs
+the item master (the receipt-to-payment issue). Commutative: ``on_dead_letter`` continue.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from decimal import Decimal
 import psycopg
 
 from supplybus.consumers.runtime.processor import Event, Processor, Record
+from supplybus.errors import BusinessRuleError
 
 #: Direction of each movement kind; ADJUSTMENT carries its own sign.
 DIRECTION = {
@@ -30,6 +34,8 @@ ON CONFLICT (location_id, item_id, lot_number) DO UPDATE
 SET on_hand = stock_balances.on_hand + EXCLUDED.on_hand,
     movements = stock_balances.movements + EXCLUDED.movements,
     updated_at = now()
+WHERE stock_balances.uom = EXCLUDED.uom
+RETURNING location_id, item_id, lot_number
 """
 
 
@@ -46,12 +52,14 @@ def apply_movements(events: Sequence[Event], conn: psycopg.Connection) -> list[R
         entry = totals.get(key)
         if entry is None:
             totals[key] = [r["quantity"]["uom"], signed_quantity(r), 1]
+        elif entry[0] != r["quantity"]["uom"]:
+            raise _unit_refused(key, r["quantity"]["uom"], str(entry[0]))
         else:
             entry[1] += signed_quantity(r)  # type: ignore[operator]
             entry[2] += 1  # type: ignore[operator]
     if totals:
         keys = list(totals)
-        conn.execute(
+        updated = conn.execute(
             _UPSERT,
             (
                 [k[0] for k in keys],
@@ -61,8 +69,24 @@ def apply_movements(events: Sequence[Event], conn: psycopg.Connection) -> list[R
                 [totals[k][1] for k in keys],
                 [totals[k][2] for k in keys],
             ),
-        )
+        ).fetchall()
+        if len(updated) < len(keys):
+            refused = next(k for k in keys if k not in {tuple(u) for u in updated})
+            row = conn.execute(
+                "SELECT uom FROM stock_balances WHERE location_id = %s AND item_id = %s"
+                " AND lot_number = %s",
+                refused,
+            ).fetchone()
+            raise _unit_refused(refused, str(totals[refused][0]), row[0] if row else "?")
     return []
+
+
+def _unit_refused(key: tuple[str, str, str], unit: str, kept: str) -> BusinessRuleError:
+    location, item, lot = key
+    return BusinessRuleError(
+        f"stock of item {item} at {location}{f' lot {lot}' if lot else ''} is kept in {kept}; "
+        f"a movement in {unit} cannot be added without a unit conversion from the item master"
+    )
 
 
 processor = Processor(

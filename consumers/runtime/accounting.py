@@ -65,7 +65,7 @@ def account(
             failure.topic,
             failure.partition,
             failure.offset,
-            failure.error,
+            str(failure.error),
             extra={
                 "processor": processor,
                 "lane": lane,

@@ -15,9 +15,11 @@ consumed again at the next start.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import threading
 import time
+import traceback
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -136,6 +138,7 @@ class Lane:
             if isinstance(exc, SupplybusError) and exc.code == "DEAD_LETTER_BUDGET":
                 self.metrics.lane_halted.labels(self.processor.name, exc.code).inc()
             log.exception("lane stopped by an error", extra=self._ctx())
+            _release_frames(exc)  # the consumer must not outlive the lane (see below)
             self.stop.set()
         finally:
             self._drop_connection()
@@ -177,6 +180,11 @@ class Lane:
             self._worker.shutdown(wait=True)
             release(consumer, leave_group=leave)
             del consumer
+            # Without LeaveGroup the consumer must be destroyed now, not whenever the cyclic
+            # garbage collector runs: a retried batch's error keeps the frames that hold it in
+            # a cycle (error -> traceback -> frame -> future -> error), and a live consumer
+            # would hold its partitions until max.poll.interval.ms (5 minutes).
+            gc.collect()
             log.info(
                 "lane stopped (%s)",
                 "left the group" if leave else "expires from the group",
@@ -306,7 +314,7 @@ class Lane:
     def _on_transient(self, exc: BaseException | None) -> None:
         self._drop_connection()
         self.metrics.retries.labels(self.processor.name).inc()
-        log.warning("transient failure, retrying the batch: %s", exc, extra=self._ctx())
+        log.warning("transient failure, retrying the batch: %s", str(exc), extra=self._ctx())
 
     def _commit(self, consumer: Consumer, msgs: list[Message]) -> None:
         try:
@@ -314,7 +322,24 @@ class Lane:
         except KafkaException as exc:  # e.g. rebalanced meanwhile: the ledger covers re-delivery
             log.warning(
                 "offset commit failed (will be re-delivered and skipped): %s",
-                exc,
+                str(exc),
                 extra=self._ctx(),
             )
         crashpoints.reached("after-offset-commit")
+
+
+def _release_frames(exc: BaseException) -> None:
+    """Clear the locals of the frames an error keeps alive.
+
+    A lane that stops without LeaveGroup (Tansu, ADR 0004) relies on its consumer being
+    destroyed so that the group evicts it after the session timeout; a kept error whose
+    traceback still holds the consumer would keep it heartbeating without polling, and the
+    group would wait for it until max.poll.interval.ms (5 minutes).
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if current.__traceback__ is not None:
+            traceback.clear_frames(current.__traceback__)
+        current = current.__cause__ or current.__context__

@@ -1,0 +1,259 @@
+"""The runtime's failure paths on the real broker and database (issue: nothing lost, nothing
+doubled, nothing wedged): a stop during a retry, records a foreign producer can write, the
+dead-letter budget, SIGTERM with a batch in flight, crashes at chosen protocol points."""
+
+from __future__ import annotations
+
+import random
+import string
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from confluent_kafka import Consumer, TopicPartition
+
+from supplybus.adapters.kafka import make_producer
+from supplybus.adapters.postgres import connect
+from supplybus.config import Settings
+from supplybus.consumers.inventory.balances import processor as stock_balances
+from supplybus.consumers.runtime.budget import DeadLetterBudget
+from supplybus.consumers.runtime.processor import Event, Record
+from supplybus.consumers.runtime.runner import Runner
+from supplybus.errors import DeadLetterBudgetExhausted, TransientError
+from supplybus.events.catalog import EventCatalog
+from supplybus.events.samples import sample_record
+from tests import flood
+from tests.helpers import wait_for
+from tests.processors import handle as keyed_handle
+from tests.processors import keyed_sums
+from tests.workers import WorkerFactory, fresh_group
+
+
+def _committed(settings: Settings, processor: str, topic: str, partitions: int = 3) -> int:
+    """Records committed by a processor's routine group on ``topic`` (sum of offsets)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"{settings.group_prefix}.{processor}",
+        }
+    )
+    try:
+        found = consumer.committed(
+            [TopicPartition(topic, p) for p in range(partitions)], timeout=10
+        )
+    finally:
+        consumer.close()
+    return sum(max(0, tp.offset) for tp in found)
+
+
+def _topic(settings: Settings) -> str:
+    return EventCatalog.from_settings(settings).topics.topic_for("StockMovement").name
+
+
+def _rows(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
+    with connect(settings) as conn:
+        return conn.execute(sql).fetchall()
+
+
+class _DownAfterFirstBatch:
+    """A handler whose database is 'down' (TransientError) from the second batch on, for as
+    long as ``down`` is set."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.down = threading.Event()
+        self.failing = threading.Event()
+
+    def __call__(self, events: Sequence[Event], conn: psycopg.Connection) -> list[Record]:
+        self.calls += 1
+        if self.calls == 2:
+            self.down.set()
+        if self.down.is_set():
+            self.failing.set()
+            raise TransientError("database blip")
+        return keyed_handle(events, conn)
+
+
+def test_a_stop_during_a_retry_commits_nothing_after_the_abandoned_batch(
+    isolated: Settings,
+) -> None:
+    settings = fresh_group(isolated)
+    flood.publish(settings, flood.load("stopretry", keys=4, per_key=100))
+    handler = _DownAfterFirstBatch()
+    processor = replace(keyed_sums(), handle=handler, batch_size=50)
+    runner = Runner(settings, [processor], until_idle=1.0, signals=False)
+    stopper = threading.Thread(
+        target=lambda: (handler.failing.wait(60), time.sleep(2.5), runner.stop.set())
+    )
+    stopper.start()
+    code = runner.run()  # --until-idle must not call a retrying lane idle: only the stop ends it
+    stopper.join()
+    assert code == 3, "a run that stopped with work unapplied exits 3"
+    applied = flood.count_effects(settings)
+    assert 0 < applied < 400
+    assert _committed(settings, processor.name, _topic(settings)) == applied, (
+        "offsets were committed past the abandoned batch"
+    )
+    assert runner.metrics.unapplied.labels(processor.name, "routine")._value.get() > 0
+
+    again = Runner(settings, [keyed_sums()], until_idle=1.5, signals=False)
+    assert again.run() == 0
+    flood.check_exactly_once(settings, keys=4, per_key=100)
+
+
+def test_until_idle_waits_for_a_retrying_lane(isolated: Settings) -> None:
+    settings = fresh_group(isolated)
+    flood.publish(settings, flood.load("retryidle", keys=4, per_key=50))
+    handler = _DownAfterFirstBatch()
+    threading.Thread(
+        target=lambda: (handler.failing.wait(60), time.sleep(3.0), handler.down.clear())
+    ).start()
+    processor = replace(keyed_sums(), handle=handler, batch_size=50)
+    runner = Runner(settings, [processor], until_idle=1.0, signals=False)
+    assert runner.run() == 0
+    assert runner.metrics.retries.labels(processor.name)._value.get() >= 1
+    flood.check_exactly_once(settings, keys=4, per_key=50)
+
+
+def random_text(n: int) -> str:
+    """Text that PostgreSQL cannot compress below its index row limit."""
+    return "".join(random.Random(n).choices(string.ascii_letters, k=n))
+
+
+def _produce(settings: Settings, topic: str, records: list[tuple[bytes | None, Any]]) -> None:
+    producer = make_producer(settings)
+    for key, (value, headers) in records:
+        producer.produce(topic, value, key, partition=0, headers=headers)
+    assert producer.flush(15) == 0
+
+
+def test_every_record_a_foreign_producer_writes_ends_applied_or_dead_lettered(
+    isolated: Settings,
+) -> None:
+    settings = fresh_group(isolated)
+    catalog = EventCatalog.from_settings(settings)
+    topic = _topic(settings)
+    good = flood.load("foreign", keys=1, per_key=12)
+
+    def bad(n: int, **changes: Any) -> bytes:
+        record = flood.movement("foreign-bad", 9, n)
+        for path, value in changes.items():
+            *parents, leaf = path.split("__")
+            target = record
+            for p in parents:
+                target = target[p]
+            target[leaf] = value
+        return catalog.codec.encode(record)
+
+    requisition = catalog.codec.encode(sample_record(catalog.store.latest("RequisitionSubmitted")))
+    in_cases = good[0]["quantity"]["value"]
+    poison: list[tuple[bytes | None, Any]] = [
+        (bad(1, quantity__value=-7 * in_cases), [("x-null", None)]),  # domain check + null header
+        (bad(2, quantity__uom="BOGUS"), [(b"\xff\xfe".decode("latin-1"), b"\xff")]),
+        (bad(3, envelope__event_id="not-a-uuid"), []),
+        (bad(4, item_id=random_text(9000)), []),  # valid, but too large for the balance index
+        (bad(5, quantity__uom="CS", item_id="K0000"), []),  # K0000's balance is kept in EA
+        (b"\xc3\x01not-avro", None),
+        (requisition, []),  # a type this topic does not carry
+    ]
+    records: list[tuple[bytes | None, Any]] = []
+    for i, record in enumerate(good):
+        prepared = catalog.prepare(record)
+        records.append((prepared.key, (prepared.value, prepared.headers)))
+        if i and i <= len(poison):
+            value, headers = poison[i - 1]
+            key = b"K0000@LOC-1" if i != 4 else b"k" * 9000
+            records.append((key, (value, headers)))
+    # the CS movement must hit the balance of the good K0000 movements: same item and place
+    _produce(settings, topic, records)
+
+    runner = Runner(settings, [stock_balances], until_idle=1.5, signals=False)
+    assert runner.run() == 0, [lane.error for lane in runner.lanes]
+    dead = _rows(settings, "SELECT error_code, message, value FROM dead_letters ORDER BY id")
+    assert len(dead) == len(poison), dead
+    codes = [d[0] for d in dead]
+    assert codes.count("VALIDATION") == 3 and "DECODE" in codes and "CONTRACT" in codes
+    assert any("kept in EA" in d[1] for d in dead)
+    assert sorted(d[2] for d in dead) == sorted(p[0] or b"" for p in poison)  # bytes kept
+    balance = _rows(settings, "SELECT on_hand, uom FROM stock_balances WHERE item_id='K0000'")
+    assert balance == [(sum(r["quantity"]["value"] for r in good), "EA")]
+    dlq = _rows(settings, "SELECT count(*) FROM outbox WHERE topic LIKE '%.dlq'")
+    assert dlq == [(len(poison),)]
+
+
+def test_the_dead_letter_budget_halts_a_lane_and_a_raised_budget_resumes_it(
+    isolated: Settings,
+) -> None:
+    settings = fresh_group(isolated)
+    topic = _topic(settings)
+    _produce(settings, topic, [(b"k", (b"\xc3\x01bad" + bytes([n]), [])) for n in range(6)])
+    runner = Runner(settings, [stock_balances], until_idle=1.5, signals=False)
+    assert runner.run() == 1
+    assert any(isinstance(lane.error, DeadLetterBudgetExhausted) for lane in runner.lanes)
+    halted = runner.metrics.lane_halted.labels("stock-balances", "DEAD_LETTER_BUDGET")
+    assert halted._value.get() == 1
+    assert _rows(settings, "SELECT count(*) FROM dead_letters") == [(0,)]
+    assert _committed(settings, "stock-balances", topic) == 0
+
+    raised = replace(stock_balances, dead_letter_budget=DeadLetterBudget(max_consecutive=10))
+    assert Runner(settings, [raised], until_idle=1.5, signals=False).run() == 0
+    assert _rows(settings, "SELECT count(*) FROM dead_letters") == [(6,)]
+    assert _committed(settings, "stock-balances", topic) == 6
+
+
+def test_sigterm_with_a_batch_in_flight_finishes_it_and_exits(
+    isolated: Settings, workers: WorkerFactory, tmp_path: Path
+) -> None:
+    settings = fresh_group(isolated)
+    flood.publish(settings, flood.load("sigterm", keys=4, per_key=100))
+    mark = tmp_path / "in-flight"
+    worker = workers(
+        settings,
+        "slow",
+        args=("tests.processors:slow_sums",),
+        env={"SUPPLYBUS_TEST_MARK": str(mark), "SUPPLYBUS_TEST_SLEEP": "3"},
+    )
+    worker.start()
+    wait_for(mark.exists, timeout=60, what="a batch in flight")
+    assert flood.count_effects(settings) == 0  # the first batch is in the handler, uncommitted
+    assert worker.stop() == 0, worker.output()
+    applied = flood.count_effects(settings)
+    assert applied > 0, "the batch in hand was not finished"
+    assert _committed(settings, "slow-sums", _topic(settings)) == applied
+
+
+def test_crash_after_the_database_commit_redelivers_one_batch_that_the_ledger_skips(
+    isolated: Settings, workers: WorkerFactory
+) -> None:
+    settings = fresh_group(isolated)
+    flood.publish(settings, flood.load("crashpoint", keys=4, per_key=100))
+    worker = workers(settings, "crash", env={"SUPPLYBUS_CRASH_AT": "after-db-commit"})
+    worker.start()
+    assert worker.wait(60) == 137, worker.output()
+    first = flood.count_effects(settings)
+    assert first > 0 and _committed(settings, "keyed-sums", _topic(settings)) == 0
+    runner = Runner(settings, [keyed_sums()], until_idle=1.5, signals=False)
+    assert runner.run() == 0
+    assert sum(lane.stats.duplicates for lane in runner.lanes) == first  # predicted exactly
+    flood.check_exactly_once(settings, keys=4, per_key=100)
+
+
+def test_crash_in_the_middle_of_a_bisection_commits_nothing_and_loses_nothing(
+    isolated: Settings, workers: WorkerFactory
+) -> None:
+    settings = fresh_group(isolated)
+    records = flood.load("bisect", keys=4, per_key=50)
+    records[37]["reason"] = "reject"
+    flood.publish(settings, records)
+    worker = workers(settings, "crash", env={"SUPPLYBUS_CRASH_AT": "mid-bisection"})
+    worker.start()
+    assert worker.wait(60) == 137, worker.output()
+    runner = Runner(settings, [keyed_sums()], until_idle=1.5, signals=False)
+    assert runner.run() == 0
+    poisoned = (records[37]["item_id"], int(records[37]["reference_id"]))
+    flood.check_exactly_once(settings, keys=4, per_key=50, skip={poisoned})
+    assert _rows(settings, "SELECT count(*), max(attempts) FROM dead_letters") == [(1, 1)]
