@@ -103,6 +103,7 @@ class RelayStats:
     withheld: int = 0
     retrying: int = 0  # rows left pending by the last round's transient errors
     rounds: int = 0  # rounds completed
+    standby: int = 0  # times the lock was held by another relay (this one stood by)
     backlog: int = 0  # pending rows at the end of the last round
 
 
@@ -189,6 +190,7 @@ class OutboxRelay:
                 ).fetchone()
                 if row and row[0]:
                     return conn
+                self.stats.standby += 1
             except (psycopg.Error, TransientError) as exc:
                 if not _transient(exc):
                     raise
