@@ -257,3 +257,31 @@ def test_crash_in_the_middle_of_a_bisection_commits_nothing_and_loses_nothing(
     poisoned = (records[37]["item_id"], int(records[37]["reference_id"]))
     flood.check_exactly_once(settings, keys=4, per_key=50, skip={poisoned})
     assert _rows(settings, "SELECT count(*), max(attempts) FROM dead_letters") == [(1, 1)]
+
+
+def test_until_idle_with_no_partitions_is_not_idle(
+    isolated: Settings, workers: WorkerFactory, tmp_path: Path
+) -> None:
+    """A newcomer to a group whose partitions another member holds (busy on a long batch) must
+    not call its empty assignment idle and exit 0 having applied nothing."""
+    from tests.processors import slow_sums
+
+    settings = fresh_group(isolated)
+    flood.publish(settings, flood.load("holder", keys=4, per_key=100))
+    mark = tmp_path / "in-flight"
+    holder = workers(
+        settings,
+        "holder",
+        args=("tests.processors:slow_sums",),
+        env={"SUPPLYBUS_TEST_MARK": str(mark), "SUPPLYBUS_TEST_SLEEP": "30"},
+    )
+    holder.start()
+    wait_for(mark.exists, timeout=60, what="the first member busy on a batch")
+    newcomer = Runner(
+        settings, [slow_sums()], until_idle=1.0, assignment_timeout=8.0, signals=False
+    )
+    started = time.monotonic()
+    assert newcomer.run() == 1
+    assert time.monotonic() - started >= 8.0
+    assert newcomer.unassigned, "the run must name the groups that held no partitions"
+    assert sum(lane.stats.applied for lane in newcomer.lanes) == 0
