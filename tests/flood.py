@@ -51,6 +51,17 @@ def movement(
     }
 
 
+def with_fields(record: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """``record`` with fields set by path: ``quantity__uom="CS"`` sets record["quantity"]["uom"]."""
+    for path, value in changes.items():
+        *parents, leaf = path.split("__")
+        target = record
+        for name in parents:
+            target = target[name]
+        target[leaf] = value
+    return record
+
+
 def load(run: str, keys: int, per_key: int, **kw: Any) -> list[dict[str, Any]]:
     """Interleaved by sequence number: every key's n=1, then every key's n=2, ..."""
     return [movement(run, k, n, **kw) for n in range(1, per_key + 1) for k in range(keys)]

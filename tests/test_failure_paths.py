@@ -30,7 +30,7 @@ from tests import flood
 from tests.helpers import wait_for
 from tests.processors import handle as keyed_handle
 from tests.processors import keyed_sums
-from tests.workers import WorkerFactory, fresh_group
+from tests.workers import Worker, WorkerFactory, fresh_group
 
 
 def _committed(settings: Settings, processor: str, topic: str, partitions: int = 3) -> int:
@@ -140,14 +140,7 @@ def test_every_record_a_foreign_producer_writes_ends_applied_or_dead_lettered(
     good = flood.load("foreign", keys=1, per_key=12)
 
     def bad(n: int, **changes: Any) -> bytes:
-        record = flood.movement("foreign-bad", 9, n)
-        for path, value in changes.items():
-            *parents, leaf = path.split("__")
-            target = record
-            for p in parents:
-                target = target[p]
-            target[leaf] = value
-        return catalog.codec.encode(record)
+        return catalog.codec.encode(flood.with_fields(flood.movement("bad", 9, n), **changes))
 
     requisition = catalog.codec.encode(sample_record(catalog.store.latest("RequisitionSubmitted")))
     in_cases = good[0]["quantity"]["value"]
@@ -205,20 +198,28 @@ def test_the_dead_letter_budget_halts_a_lane_and_a_raised_budget_resumes_it(
     assert _committed(settings, "stock-balances", topic) == 6
 
 
-def test_sigterm_with_a_batch_in_flight_finishes_it_and_exits(
-    isolated: Settings, workers: WorkerFactory, tmp_path: Path
-) -> None:
-    settings = fresh_group(isolated)
-    flood.publish(settings, flood.load("sigterm", keys=4, per_key=100))
+def _busy_worker(
+    settings: Settings, workers: WorkerFactory, tmp_path: Path, seconds_per_batch: float
+) -> Worker:
+    """`supplybus run tests.processors:slow_sums`, returned once a batch is in its handler."""
     mark = tmp_path / "in-flight"
     worker = workers(
         settings,
         "slow",
         args=("tests.processors:slow_sums",),
-        env={"SUPPLYBUS_TEST_MARK": str(mark), "SUPPLYBUS_TEST_SLEEP": "3"},
+        env={"SUPPLYBUS_TEST_MARK": str(mark), "SUPPLYBUS_TEST_SLEEP": str(seconds_per_batch)},
     )
     worker.start()
     wait_for(mark.exists, timeout=60, what="a batch in flight")
+    return worker
+
+
+def test_sigterm_with_a_batch_in_flight_finishes_it_and_exits(
+    isolated: Settings, workers: WorkerFactory, tmp_path: Path
+) -> None:
+    settings = fresh_group(isolated)
+    flood.publish(settings, flood.load("sigterm", keys=4, per_key=100))
+    worker = _busy_worker(settings, workers, tmp_path, seconds_per_batch=3)
     assert flood.count_effects(settings) == 0  # the first batch is in the handler, uncommitted
     assert worker.stop() == 0, worker.output()
     applied = flood.count_effects(settings)
@@ -268,15 +269,7 @@ def test_until_idle_with_no_partitions_is_not_idle(
 
     settings = fresh_group(isolated)
     flood.publish(settings, flood.load("holder", keys=4, per_key=100))
-    mark = tmp_path / "in-flight"
-    holder = workers(
-        settings,
-        "holder",
-        args=("tests.processors:slow_sums",),
-        env={"SUPPLYBUS_TEST_MARK": str(mark), "SUPPLYBUS_TEST_SLEEP": "30"},
-    )
-    holder.start()
-    wait_for(mark.exists, timeout=60, what="the first member busy on a batch")
+    _busy_worker(settings, workers, tmp_path, seconds_per_batch=30)
     newcomer = Runner(
         settings, [slow_sums()], until_idle=1.0, assignment_timeout=8.0, signals=False
     )

@@ -50,14 +50,7 @@ def _msg(value: bytes | None, offset: int = 0, **kw: object) -> Message:
 
 
 def _encoded(catalog: EventCatalog, **changes: object) -> bytes:
-    record = flood.load("units", keys=1, per_key=1)[0]
-    for path, value in changes.items():
-        target = record
-        *parents, leaf = path.split("__")
-        for p in parents:
-            target = target[p]
-        target[leaf] = value
-    return catalog.codec.encode(record)
+    return catalog.codec.encode(flood.with_fields(flood.movement("units", 0, 1), **changes))
 
 
 def test_decoder_turns_every_foreign_record_into_an_event_or_a_failure(

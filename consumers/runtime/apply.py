@@ -56,12 +56,8 @@ class BatchApplier:
         """One transaction: dead letters for ``failures``, then ``events`` applied once each."""
         try:
             return self._run(conn, events, failures, isolate=False)
-        except Exception as exc:
-            fault = fault_of(exc)
-            if fault is Fault.TRANSIENT:
-                raise
-            if fault is Fault.PROCESSOR:
-                raise self._broken(exc) from exc
+        except Exception as exc:  # noqa: BLE001 - classified by the call below
+            self._raise_unless_events_fault(exc)
             log.info("batch failed as a whole; isolating the failing event(s)")
         return self._run(conn, events, failures, isolate=True)
 
@@ -149,6 +145,15 @@ class BatchApplier:
             prepared.append(out)
         return prepared
 
+    def _raise_unless_events_fault(self, exc: Exception) -> None:
+        """Re-raise a transient error as it is and a processor's fault as ProcessorError; return
+        only for an error that an event may explain (the caller isolates it)."""
+        fault = fault_of(exc)
+        if fault is Fault.TRANSIENT:
+            raise exc
+        if fault is Fault.PROCESSOR:
+            raise self._broken(exc) from exc
+
     def _broken(self, exc: BaseException) -> ProcessorError:
         if isinstance(exc, ProcessorError):
             return exc
@@ -165,12 +170,8 @@ class BatchApplier:
         try:
             with conn.transaction():  # a savepoint: undone as a whole on failure
                 self._claim_and_handle(conn, events, part)
-        except Exception as exc:
-            fault = fault_of(exc)
-            if fault is Fault.TRANSIENT:
-                raise
-            if fault is Fault.PROCESSOR:
-                raise self._broken(exc) from exc
+        except Exception as exc:  # noqa: BLE001 - classified by the call below
+            self._raise_unless_events_fault(exc)
             crashpoints.reached("mid-bisection")
             if len(events) == 1:
                 self._dead_letter(conn, _failure_of(events[0], exc), outcome)
