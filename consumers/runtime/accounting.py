@@ -7,6 +7,8 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
+from confluent_kafka import Consumer, KafkaException
+
 from supplybus.consumers.runtime.apply import Outcome
 from supplybus.metrics import Metrics
 
@@ -27,6 +29,20 @@ class LaneStats:
     assigned: bool = False  # joined the group and received an assignment (maybe empty)
     partitions: set[tuple[str, int]] = field(default_factory=set)  # currently assigned
     busy: bool = False  # a batch is in hand or waiting on a retry: never idle
+
+
+def report_lag(consumer: Consumer, metrics: Metrics, processor: str) -> None:
+    """Consumer lag per partition: high watermark minus position (approximate on Tansu,
+    whose high watermark under-reports; exact on Apache Kafka). Never used for control."""
+    gauge = metrics.consumer_lag
+    for tp in consumer.position(consumer.assignment()):
+        if tp.offset < 0:
+            continue
+        try:
+            _, high = consumer.get_watermark_offsets(tp, cached=True)
+        except KafkaException:
+            continue
+        gauge.labels(processor, tp.topic, str(tp.partition)).set(max(0, high - tp.offset))
 
 
 def account(

@@ -39,11 +39,12 @@ from supplybus import crashpoints
 from supplybus.adapters.kafka import leaves_group_on_close, make_consumer, release
 from supplybus.adapters.postgres import connect
 from supplybus.config import Settings
-from supplybus.consumers.runtime.accounting import LaneStats, account
+from supplybus.consumers.runtime.accounting import LaneStats, account, report_lag
 from supplybus.consumers.runtime.apply import BatchApplier, Outcome
 from supplybus.consumers.runtime.decode import BatchDecoder, DecodedBatch
 from supplybus.consumers.runtime.faults import is_transient
 from supplybus.consumers.runtime.offsets import commit_offsets
+from supplybus.consumers.runtime.priority import PriorityGate
 from supplybus.consumers.runtime.processor import Processor
 from supplybus.errors import SupplybusError
 from supplybus.events.catalog import EventCatalog
@@ -51,29 +52,6 @@ from supplybus.events.topics import Lane as LaneName
 from supplybus.metrics import Metrics
 
 log = logging.getLogger("supplybus.runtime")
-
-
-class PriorityGate:
-    """Routine lanes hold back while a critical lane has a batch in hand."""
-
-    def __init__(self) -> None:
-        self._busy = 0
-        self._idle = threading.Condition()
-
-    def enter(self) -> None:
-        with self._idle:
-            self._busy += 1
-
-    def leave(self) -> None:
-        with self._idle:
-            self._busy -= 1
-            if self._busy == 0:
-                self._idle.notify_all()
-
-    def wait_clear(self, timeout: float = 0.5) -> None:
-        with self._idle:
-            if self._busy:
-                self._idle.wait(timeout)
 
 
 @dataclass
@@ -192,19 +170,8 @@ class Lane:
             )
 
     def _report_lag(self, consumer: Consumer, every_s: float = 10.0) -> None:
-        """Consumer lag per partition: high watermark minus position (approximate on Tansu,
-        whose high watermark under-reports; exact on Apache Kafka). Never used for control."""
         self._next_lag_at = time.monotonic() + every_s
-        gauge = self.metrics.consumer_lag
-        for tp in consumer.position(consumer.assignment()):
-            if tp.offset < 0:
-                continue
-            try:
-                _, high = consumer.get_watermark_offsets(tp, cached=True)
-            except KafkaException:
-                continue
-            lag = max(0, high - tp.offset)
-            gauge.labels(self.processor.name, tp.topic, str(tp.partition)).set(lag)
+        report_lag(consumer, self.metrics, self.processor.name)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.stats.assigned = True

@@ -24,7 +24,8 @@ from types import FrameType
 
 from supplybus.adapters.postgres import connect
 from supplybus.config import Settings
-from supplybus.consumers.runtime.lane import Lane, PriorityGate
+from supplybus.consumers.runtime.lane import Lane
+from supplybus.consumers.runtime.priority import PriorityGate
 from supplybus.consumers.runtime.processor import Processor
 from supplybus.errors import ConfigError
 from supplybus.events.catalog import EventCatalog
