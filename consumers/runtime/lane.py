@@ -46,6 +46,7 @@ from supplybus.consumers.runtime.faults import is_transient
 from supplybus.consumers.runtime.offsets import commit_offsets
 from supplybus.consumers.runtime.priority import PriorityGate
 from supplybus.consumers.runtime.processor import Processor
+from supplybus.consumers.runtime.start import format_start, start_partitions
 from supplybus.errors import SupplybusError
 from supplybus.events.catalog import EventCatalog
 from supplybus.events.topics import Lane as LaneName
@@ -174,10 +175,19 @@ class Lane:
         report_lag(consumer, self.metrics, self.processor.name)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # a partition the group never committed starts at the processor's start (ADR 0007)
+        started = start_partitions(self.settings, consumer, partitions, self.processor.start)
         self.stats.assigned = True
         self.stats.partitions.update((tp.topic, tp.partition) for tp in partitions)
         self.stats.last_record_at = time.monotonic()
         log.info("assigned %d partition(s)", len(partitions), extra=self._ctx())
+        if started:
+            log.info(
+                "%d partition(s) never committed start at %s",
+                len(started),
+                format_start(self.processor.start),
+                extra=self._ctx(),
+            )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._finish(consumer)  # commit finished work before the partitions move
@@ -191,6 +201,7 @@ class Lane:
         does not overlap: it finishes each batch at once.
         """
         started = time.perf_counter()
+        self.stats.busy = True  # from here until a finish leaves nothing in flight
         batch = self.decoder(msgs)
         for err in batch.consumer_errors:
             log.warning("consumer error: %s", err.str(), extra=self._ctx())
@@ -211,6 +222,7 @@ class Lane:
         offsets. False when the batch was abandoned (stopped before it could be applied)."""
         pending, self._pending = self._pending, None
         if pending is None:
+            self.stats.busy = False
             return not self.abandoned
         try:
             try:
@@ -240,9 +252,10 @@ class Lane:
                 pending.batch.skipped,
                 time.perf_counter() - pending.started,
             )
+            self.stats.last_record_at = time.monotonic()  # quiet counts from the last commit
             return True
         finally:
-            self.stats.busy = False
+            self.stats.busy = self._pending is not None
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
