@@ -123,6 +123,41 @@ class Settings:
         default="WARNING",
         metadata=_meta("SUPPLYBUS_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR."),
     )
+    ledger_retention_days: int = field(
+        default=45,
+        metadata=_meta(
+            "SUPPLYBUS_LEDGER_RETENTION_DAYS",
+            "`db prune` keeps ledger rows this long: at least the longest topic retention "
+            "(refused if shorter), plus margin for offset expiry and resends.",
+        ),
+    )
+    outbox_retention_days: int = field(
+        default=7,
+        metadata=_meta(
+            "SUPPLYBUS_OUTBOX_RETENTION_DAYS",
+            "`db prune` deletes outbox rows this long after they were sent (never unsent or "
+            "parked ones).",
+        ),
+    )
+    dead_letter_retention_days: int = field(
+        default=90,
+        metadata=_meta(
+            "SUPPLYBUS_DEAD_LETTER_RETENTION_DAYS",
+            "`db prune` deletes dead letters this long after they were replayed or resolved "
+            "(never open or parked ones).",
+        ),
+    )
+    prune_interval_s: float = field(
+        default=3600.0,
+        metadata=_meta(
+            "SUPPLYBUS_PRUNE_INTERVAL",
+            "Seconds between the scheduled prunes of `supplybus run` (0: off).",
+        ),
+    )
+    prune_chunk: int = field(
+        default=10_000,
+        metadata=_meta("SUPPLYBUS_PRUNE_CHUNK", "Rows a prune deletes per transaction."),
+    )
     #: Derived, not read: True when the broker port was set, so `up` must not pick another.
     broker_port_explicit: bool = False
 
@@ -134,6 +169,13 @@ class Settings:
         if self.connect_timeout_s <= 0:
             raise ConfigError(
                 f"SUPPLYBUS_CONNECT_TIMEOUT: expected > 0, got {self.connect_timeout_s}"
+            )
+        for name in _AT_LEAST_ONE:
+            _at_least_one(name, getattr(self, name))
+        if self.prune_interval_s < 0:
+            raise ConfigError(
+                f"SUPPLYBUS_PRUNE_INTERVAL: expected >= 0 seconds (0: off), "
+                f"got {self.prune_interval_s}"
             )
         if not self.db_schema.isidentifier():
             raise ConfigError(
@@ -240,6 +282,20 @@ def _check_choice(name: str, env: str, value: object) -> None:
         choices = get_args(kind)
         expected = ", ".join(choices[:-1]) + f" or {choices[-1]}"
         raise ConfigError(f"{env}: expected {expected}, got {value!r}")
+
+
+_AT_LEAST_ONE = (
+    "ledger_retention_days",
+    "outbox_retention_days",
+    "dead_letter_retention_days",
+    "prune_chunk",
+)
+
+
+def _at_least_one(name: str, value: int) -> None:
+    if value < 1:
+        env = next(f.metadata["env"] for f in _settings_fields() if f.name == name)
+        raise ConfigError(f"{env}: expected a whole number >= 1, got {value}")
 
 
 def mask_url(url: str) -> str:

@@ -27,6 +27,7 @@ from supplybus.config import Settings
 from supplybus.consumers.runtime.lane import Lane
 from supplybus.consumers.runtime.priority import PriorityGate
 from supplybus.consumers.runtime.processor import Processor
+from supplybus.consumers.runtime.retention import ScheduledPrune
 from supplybus.errors import ConfigError
 from supplybus.events.catalog import EventCatalog
 from supplybus.events.topics import Lane as LaneName
@@ -113,6 +114,8 @@ class Runner:
                     target=self.relay_worker.run, args=(self.stop,), name="relay", daemon=True
                 )
             )
+        if self.settings.prune_interval_s > 0:  # retention (ADR 0008); checks its horizons
+            threads.append(ScheduledPrune(self.settings, self.stop).thread())
         for thread in threads:
             thread.start()
         return threads
