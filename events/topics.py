@@ -18,7 +18,7 @@ import yaml
 
 from supplybus.errors import CatalogError
 
-Lane = Literal["routine", "critical"]
+LaneName = Literal["routine", "critical"]
 Role = Literal["stream", "dlq"]
 _TOPIC_NAME = re.compile(r"^[a-z][a-z0-9-]*(\.[a-z0-9-]+)+$")
 _STREAM_KEYS = {
@@ -42,7 +42,7 @@ class TopicSpec:
     replication_factor: int
     configs: Mapping[str, str]
     role: Role = "stream"
-    lane: Lane = "routine"
+    lane: LaneName = "routine"
     key: str = ""
     event_types: tuple[str, ...] = ()
     dlq: str | None = None
@@ -167,7 +167,7 @@ def _expand(path: Path, index: int, entry: Any, defaults: Mapping[str, Any]) -> 
         dlq_defaults.get("partitions", 1), f"{path}: defaults.dlq.partitions"
     )
     dlq_configs = {k: str(v) for k, v in (dlq_defaults.get("configs") or {}).items()}
-    lanes: list[Lane] = ["routine", "critical"] if entry.get("critical_lane") else ["routine"]
+    lanes: list[LaneName] = ["routine", "critical"] if entry.get("critical_lane") else ["routine"]
     out: list[TopicSpec] = []
     for lane in lanes:
         topic_name = name if lane == "routine" else f"{name}.critical"

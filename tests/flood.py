@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -107,8 +107,8 @@ def count_effects(settings: Settings) -> int:
 
 
 def check_exactly_once(
-    settings: Settings, keys: int, per_key: int, skip: set[tuple[str, int]] = frozenset()
-) -> None:  # type: ignore[assignment]
+    settings: Settings, keys: int, per_key: int, skip: Collection[tuple[str, int]] = frozenset()
+) -> None:
     """Exact equalities over the effect table; the failure message names the anomaly."""
     rows = effects(settings)
     seen: dict[str, list[int]] = {}

@@ -11,6 +11,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -29,8 +30,8 @@ from tests.workers import WorkerFactory, fresh_group
 
 
 def _flood_in_background(
-    settings: Settings, records: list[dict], per_second: float
-) -> threading.Thread:  # type: ignore[type-arg]
+    settings: Settings, records: list[dict[str, Any]], per_second: float
+) -> threading.Thread:
     thread = threading.Thread(
         target=flood.publish,
         args=(settings, records),

@@ -8,7 +8,7 @@ import random
 import string
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,18 @@ class _DownAfterFirstBatch:
         self.down = threading.Event()
         self.failing = threading.Event()
 
+    def after_failing(self, seconds: float, then: Callable[[], None]) -> threading.Thread:
+        """A thread that calls ``then`` once the database has been 'down' for ``seconds``."""
+
+        def wait_then() -> None:
+            self.failing.wait(60)
+            time.sleep(seconds)
+            then()
+
+        thread = threading.Thread(target=wait_then, daemon=True)
+        thread.start()
+        return thread
+
     def __call__(self, events: Sequence[Event], conn: psycopg.Connection) -> list[Record]:
         self.calls += 1
         if self.calls == 2:
@@ -86,10 +98,7 @@ def test_a_stop_during_a_retry_commits_nothing_after_the_abandoned_batch(
     handler = _DownAfterFirstBatch()
     processor = replace(keyed_sums(), handle=handler, batch_size=50)
     runner = Runner(settings, [processor], until_idle=1.0, signals=False)
-    stopper = threading.Thread(
-        target=lambda: (handler.failing.wait(60), time.sleep(2.5), runner.stop.set())
-    )
-    stopper.start()
+    stopper = handler.after_failing(2.5, runner.stop.set)
     code = runner.run()  # --until-idle must not call a retrying lane idle: only the stop ends it
     stopper.join()
     assert code == 3, "a run that stopped with work unapplied exits 3"
@@ -109,9 +118,7 @@ def test_until_idle_waits_for_a_retrying_lane(isolated: Settings) -> None:
     settings = fresh_group(isolated)
     flood.publish(settings, flood.load("retryidle", keys=4, per_key=50))
     handler = _DownAfterFirstBatch()
-    threading.Thread(
-        target=lambda: (handler.failing.wait(60), time.sleep(3.0), handler.down.clear())
-    ).start()
+    handler.after_failing(3.0, handler.down.clear)
     processor = replace(keyed_sums(), handle=handler, batch_size=50)
     runner = Runner(settings, [processor], until_idle=1.0, signals=False)
     assert runner.run() == 0

@@ -101,8 +101,14 @@ WorkerFactory = Callable[..., Worker]
 def workers(tmp_path: Path) -> Iterator[WorkerFactory]:
     started: list[Worker] = []
 
-    def make(settings: Settings, name: str, **kw: object) -> Worker:
-        worker = Worker(settings, tmp_path, name, **kw)  # type: ignore[arg-type]
+    def make(
+        settings: Settings,
+        name: str,
+        *,
+        args: tuple[str, ...] = ("tests.processors:keyed_sums",),
+        env: Mapping[str, str] | None = None,
+    ) -> Worker:
+        worker = Worker(settings, tmp_path, name, args=args, env=env)
         started.append(worker)
         return worker
 

@@ -49,7 +49,7 @@ from supplybus.consumers.runtime.processor import Processor
 from supplybus.consumers.runtime.start import format_start, start_partitions
 from supplybus.errors import SupplybusError
 from supplybus.events.catalog import EventCatalog
-from supplybus.events.topics import Lane as LaneName
+from supplybus.events.topics import LaneName
 from supplybus.metrics import Metrics
 
 log = logging.getLogger("supplybus.runtime")

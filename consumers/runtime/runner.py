@@ -24,13 +24,14 @@ from types import FrameType
 
 from supplybus.adapters.postgres import connect
 from supplybus.config import Settings
+from supplybus.consumers.runtime.identity import Registration, register
 from supplybus.consumers.runtime.lane import Lane
 from supplybus.consumers.runtime.priority import PriorityGate
 from supplybus.consumers.runtime.processor import Processor
 from supplybus.consumers.runtime.retention import ScheduledPrune
 from supplybus.errors import ConfigError
 from supplybus.events.catalog import EventCatalog
-from supplybus.events.topics import Lane as LaneName
+from supplybus.events.topics import LaneName
 from supplybus.metrics import Metrics
 from supplybus.producers.relay import OutboxRelay
 
@@ -78,6 +79,10 @@ class Runner:
     #: Stop (exit code 1) when a lane holds no partitions after this many seconds (None: wait).
     assignment_timeout: float | None = None
     unassigned: list[str] = field(default_factory=list)
+    #: Register the processors of this run that are not registered yet even where one looks
+    #: like a renamed registered processor (`supplybus run --new`; ADR 0007).
+    new: bool = False
+    registration: Registration | None = None
 
     def start(self) -> list[threading.Thread]:
         catalog = EventCatalog.from_settings(self.settings)
@@ -86,6 +91,9 @@ class Runner:
             unknown = [e for e in processor.consumes if e not in catalog.store.by_type]
             if unknown:
                 raise ConfigError(f"processor {processor.name}: unknown event types {unknown}")
+        # the stored identity: start position, accidental-rename guard, "a runner is live" lock
+        self.registration = register(self.settings, self.processors, new=self.new)
+        for processor in self.registration.processors:
             if processor.setup is not None:
                 with connect(self.settings) as conn:
                     processor.setup(conn)
@@ -125,10 +133,11 @@ class Runner:
         self._install_signals()
         if self.switch_interval is not None:
             sys.setswitchinterval(self.switch_interval)
-        threads = self.start()
         started = time.monotonic()
         warned = False
+        threads: list[threading.Thread] = []
         try:
+            threads = self.start()
             while not self.stop.wait(0.2):
                 if self.until_idle is not None and self._idle():
                     log.info("idle for %.1fs: stopping", self.until_idle)
@@ -147,6 +156,8 @@ class Runner:
             deadline = time.monotonic() + 10
             for thread in threads:
                 thread.join(max(0.1, deadline - time.monotonic()))
+            if self.registration is not None:
+                self.registration.close()  # the runner is no longer live
         failed = [lane for lane in self.lanes if lane.error is not None]
         relay_failed = self.relay_worker is not None and self.relay_worker.error is not None
         if failed or relay_failed or self.unassigned:

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import click
 
-from supplybus.consumers import registry
+from supplybus.consumers.processors import BUILTIN, load_processor
 from supplybus.consumers.runtime.budget import DeadLetterBudget
 from supplybus.consumers.runtime.runner import Runner
 from supplybus.metrics import Metrics
@@ -50,6 +50,13 @@ from supplybus.ops.logs import configure_json_logging
     help="Halt a lane (committing nothing) past this many dead letters in a row, or in the "
     "last WINDOW records, per topic. Default 5/100/1000.",
 )
+@click.option(
+    "--new",
+    is_flag=True,
+    help="The processors this run registers are new, even where one consumes the same event "
+    "types as a registered processor with applied events (which looks like a rename: see "
+    "`supplybus processors rename`).",
+)
 @pass_ctx
 def run(
     ctx: Context,
@@ -60,6 +67,7 @@ def run(
     batch_size: int | None,
     assignment_timeout: float,
     dead_letter_budget: DeadLetterBudget | None,
+    new: bool,
 ) -> None:
     """Run processors (and the outbox relay) until SIGTERM/SIGINT.
 
@@ -81,8 +89,8 @@ def run(
     """
     settings = ctx.running()
     configure_json_logging(settings.log_level if not ctx.verbose else "DEBUG")
-    wanted = [*list(registry.BUILTIN), "relay"] if "all" in names else list(names)
-    processors = [registry.load(n) for n in wanted if n != "relay"]
+    wanted = [*list(BUILTIN), "relay"] if "all" in names else list(names)
+    processors = [load_processor(n) for n in wanted if n != "relay"]
     if batch_size:
         processors = [replace(p, batch_size=batch_size) for p in processors]
     if dead_letter_budget:
@@ -97,6 +105,7 @@ def run(
         until_idle=idle_seconds if until_idle else None,
         metrics=metrics,
         assignment_timeout=assignment_timeout if until_idle else None,
+        new=new,
     )
     sys.exit(runner.run())
 

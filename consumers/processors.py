@@ -12,7 +12,7 @@ BUILTIN: dict[str, str] = {
 }
 
 
-def load(spec: str) -> Processor:
+def load_processor(spec: str) -> Processor:
     """A processor by built-in name or import path (`module:attribute`, a Processor or a
     function returning one)."""
     path = BUILTIN.get(spec, spec)
