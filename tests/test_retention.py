@@ -318,39 +318,29 @@ def test_a_prune_interval_of_zero_turns_the_schedule_off(migrated: Settings) -> 
     assert old in _remaining(migrated)["processed_events"]
 
 
-def _held_world(conn: psycopg.Connection) -> dict[str, str]:
-    """The ledger and hold of migration 0007 as far as retention reads them: ``key`` on both
-    tables (created here, in this test's schema, while 0007 is not in the tree)."""
-    conn.execute("CREATE TABLE IF NOT EXISTS held_events (processor text NOT NULL, key text)")
-    conn.execute("ALTER TABLE processed_events ADD COLUMN IF NOT EXISTS key text")
-    kinds = dict(
-        conn.execute(
-            "SELECT table_name, data_type FROM information_schema.columns WHERE table_schema = "
-            "current_schema() AND column_name = 'key' AND table_name IN ('held_events', "
-            "'processed_events')"
-        ).fetchall()
-    )
-    assert kinds["held_events"] == kinds["processed_events"], kinds
-    return kinds
-
-
 def test_ledger_rows_of_a_held_key_stay(migrated: Settings) -> None:
+    """Migration 0007: ``held_events`` (events held behind a dead letter) and ``key_holds``
+    (the keys waiting on one, held events or not yet) record the key, as the ledger does."""
     with connect(migrated) as conn:
-        kinds = _held_world(conn)
-
-        def key(text: str) -> object:
-            return text.encode() if kinds["held_events"] == "bytea" else text
-
         rows = {}
-        for processor, k in (("p", "K1"), ("p", "K2"), ("r", "K1")):
-            rows[processor, k] = _ledger(conn, "100 days", processor=processor)
+        for processor, key in (("p", b"K1"), ("p", b"K2"), ("p", b"K3"), ("r", b"K1")):
+            rows[processor, key] = _ledger(conn, "100 days", processor=processor)
             conn.execute(
                 "UPDATE processed_events SET key = %s WHERE event_id = %s",
-                (key(k), rows[processor, k]),
+                (key, rows[processor, key]),
             )
-        conn.execute("INSERT INTO held_events (processor, key) VALUES ('p', %s)", (key("K1"),))
+        conn.execute(
+            "INSERT INTO held_events (processor, key, event_id, event_type, topic, partition, "
+            "\"offset\", record_timestamp) VALUES ('p', 'K1', gen_random_uuid(), 'StockMovement', "
+            "%s, 0, 9, 0)",
+            (TOPIC,),
+        )
+        conn.execute(
+            "INSERT INTO key_holds (processor, key, dead_letter_id) "
+            "VALUES ('p', 'K3', gen_random_uuid())"
+        )
         conn.commit()
     with connect(migrated, autocommit=True) as conn:
         report = retention.prune(conn, Horizons.from_settings(migrated), chunk=10)
     assert report.deleted["processed_events"] == 2
-    assert _remaining(migrated)["processed_events"] == {rows["p", "K1"]}
+    assert _remaining(migrated)["processed_events"] == {rows["p", b"K1"], rows["p", b"K3"]}

@@ -6,7 +6,7 @@ Horizons (settings; ADR 0008), each measured on the database clock:
   horizon may not be shorter than any topic's ``retention.ms`` in the topic catalog (a record
   still on a topic can be re-delivered). Never deleted: rows of a topic that keeps records
   forever (compacted, or ``retention.ms`` -1: a consumer starting over re-reads them whatever
-  their age), and rows of a (processor, key) that has held events (table ``held_events``);
+  their age), and rows of a (processor, key) on hold (tables ``held_events``, ``key_holds``);
 - outbox rows sent more than ``outbox_retention_days`` ago; never an unsent or parked row;
 - dead letters replayed or resolved more than ``dead_letter_retention_days`` ago; never an
   open or parked one.
@@ -128,27 +128,28 @@ SELECT count(*), max({self.at}) FROM gone"""
         )
 
 
+HOLD_TABLES = ("held_events", "key_holds")  # migration 0007: held events, keys on hold
+
+
 def _held_filter(conn: psycopg.Connection) -> str:
-    """Keep the ledger rows of held keys: per (processor, key) when both tables record the key
-    (same type), else per processor, else all while any event is held."""
+    """Keep the ledger rows of held keys (either table of migration 0007, where present): per
+    (processor, key) when the ledger records the key too, else every row of the processor."""
     rows = conn.execute(
         "SELECT table_name, column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = current_schema() AND table_name IN ('held_events', "
-        "'processed_events') AND column_name IN ('processor', 'key')"
+        "WHERE table_schema = current_schema() AND column_name IN ('processor', 'key') "
+        "AND table_name = ANY(%s)",
+        ([*HOLD_TABLES, "processed_events"],),
     ).fetchall()
-    held = {col: kind for table, col, kind in rows if table == "held_events"}
-    ledger = {col: kind for table, col, kind in rows if table == "processed_events"}
-    exists = conn.execute("SELECT to_regclass(current_schema() || '.held_events')").fetchone()
-    if not exists or exists[0] is None:
-        return "true"
-    if "processor" not in held:
-        return "NOT EXISTS (SELECT 1 FROM held_events)"
-    if "key" in held and held["key"] == ledger.get("key"):
-        return (
-            "NOT EXISTS (SELECT 1 FROM held_events h "
-            "WHERE h.processor = t.processor AND h.key = t.key)"
-        )
-    return "NOT EXISTS (SELECT 1 FROM held_events h WHERE h.processor = t.processor)"
+    kinds = {(table, column): kind for table, column, kind in rows}
+    ledger_key = kinds.get(("processed_events", "key"))
+    keep = ["true"]
+    for table in HOLD_TABLES:
+        if (table, "processor") not in kinds:
+            continue  # not there (yet)
+        same_key = ledger_key is not None and kinds.get((table, "key")) == ledger_key
+        match = " AND h.key = t.key" if same_key else ""
+        keep.append(f"NOT EXISTS (SELECT 1 FROM {table} h WHERE h.processor = t.processor{match})")
+    return " AND ".join(keep)
 
 
 def rules(conn: psycopg.Connection) -> dict[str, _Rule]:

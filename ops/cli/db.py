@@ -13,7 +13,7 @@ from supplybus.ops.cli.root import Context, cli, emit_json, json_option, out, pa
 
 RETENTION_MIGRATION = 6
 _KEPT = {
-    "processed_events": "processed more than {} days ago; rows of held keys and of topics "
+    "processed_events": "processed more than {} days ago; rows of keys on hold and of topics "
     "that keep records forever stay",
     "outbox": "sent more than {} days ago; unsent and parked rows stay",
     "dead_letters": "replayed or resolved more than {} days ago; open and parked ones stay",
