@@ -81,6 +81,8 @@ def test_bad_database_url_message_masks_the_password() -> None:
     [
         ("kafka_leave_group", "maybe", "SUPPLYBUS_KAFKA_LEAVE_GROUP: expected auto, yes or no"),
         ("log_level", "LOUD", "SUPPLYBUS_LOG_LEVEL: expected DEBUG, INFO, WARNING or ERROR"),
+        ("dead_letter_retention_days", 0, "SUPPLYBUS_DEAD_LETTER_RETENTION_DAYS: expected a whole"),
+        ("prune_interval_s", -1.0, r"SUPPLYBUS_PRUNE_INTERVAL: expected >= 0 seconds \(0: off\)"),
     ],
 )
 def test_choices_are_checked_however_settings_are_built(
@@ -115,6 +117,11 @@ def test_every_declared_setting_is_read_from_its_variable() -> None:
         "SUPPLYBUS_GROUP_PREFIX": "grp",
         "SUPPLYBUS_KAFKA_LEAVE_GROUP": "no",
         "SUPPLYBUS_LOG_LEVEL": "DEBUG",
+        "SUPPLYBUS_LEDGER_RETENTION_DAYS": "60",
+        "SUPPLYBUS_OUTBOX_RETENTION_DAYS": "3",
+        "SUPPLYBUS_DEAD_LETTER_RETENTION_DAYS": "30",
+        "SUPPLYBUS_PRUNE_INTERVAL": "0",
+        "SUPPLYBUS_PRUNE_CHUNK": "500",
     }
     table = settings_table()
     assert [line.split("`")[1] for line in table.splitlines()[2:]] == list(values)
