@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from dataclasses import replace
@@ -269,6 +272,28 @@ def test_one_prune_at_a_time_per_schema(migrated: Settings) -> None:
         assert old in _remaining(migrated)["processed_events"]
     report = pruner.prune_once()  # the other session ended: its lock went with it
     assert report is not None and report.deleted["processed_events"] == 1
+
+
+def test_the_cli_waits_for_a_prune_running_elsewhere(migrated: Settings, tmp_path: Path) -> None:
+    with connect(migrated) as conn:
+        old = _ledger(conn, "100 days")
+        conn.commit()
+    env = {**os.environ, **cli_env(migrated, tmp_path)}
+    with connect(migrated, autocommit=True) as other:
+        assert retention.try_lock(other, migrated.db_schema)
+        cli = subprocess.Popen(
+            [sys.executable, "-m", "supplybus.ops.cli", "db", "prune", "--json"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert cli.stderr is not None
+        assert "waiting for the prune running on schema" in cli.stderr.readline()
+        assert cli.poll() is None and old in _remaining(migrated)["processed_events"]
+    stdout, _ = cli.communicate(timeout=60)  # the other session ended: its lock went with it
+    assert cli.returncode == 0
+    assert json.loads(stdout)["tables"]["processed_events"]["rows"] == 1
 
 
 def _run_in_thread(settings: Settings) -> tuple[Runner, threading.Thread]:
