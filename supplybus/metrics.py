@@ -13,6 +13,8 @@ Names (all prefixed ``supplybus_``):
 - ``outbox_published_total``     outbox rows published by the relay
 - ``outbox_parked``              outbox rows parked: they can never be published (alert on > 0)
 - ``consumer_lag``               records behind the high watermark (approximate on Tansu)
+- ``events_held_total``          events held behind a dead letter of their key (per-key order)
+- ``held_keys`` / ``held_events`` / ``oldest_hold_age_seconds``  what is held now, per processor
 - ``lanes_halted_total``         lanes halted on purpose, by processor and reason (e.g. the
   dead-letter budget): an alert, the lane committed nothing past the halt
 - ``lanes_unapplied_records``    records a stopped lane left unapplied (consumed again at start)
@@ -85,6 +87,24 @@ class Metrics:
             registry=r,
         )
 
+        self.held = Counter(
+            "supplybus_events_held",
+            "Events held behind a dead letter of their key",
+            ("processor",),
+            registry=r,
+        )
+        self.held_keys = Gauge(
+            "supplybus_held_keys", "Keys held behind dead letters", ("processor",), registry=r
+        )
+        self.held_events = Gauge(
+            "supplybus_held_events", "Events held behind dead letters", ("processor",), registry=r
+        )
+        self.oldest_hold_age = Gauge(
+            "supplybus_oldest_hold_age_seconds",
+            "Age of the oldest held event",
+            ("processor",),
+            registry=r,
+        )
         self.lane_halted = Counter(
             "supplybus_lanes_halted",
             "Lanes halted on purpose (nothing committed past the halt)",

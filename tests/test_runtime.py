@@ -13,6 +13,7 @@ from supplybus.adapters.kafka import make_producer
 from supplybus.adapters.postgres import connect
 from supplybus.config import Settings
 from supplybus.consumers.runtime import deadletter as dl
+from supplybus.consumers.runtime import hold
 from supplybus.consumers.runtime.processor import Processor
 from supplybus.consumers.runtime.runner import Runner
 from supplybus.events.catalog import EventCatalog
@@ -51,7 +52,19 @@ def test_poison_and_invalid_events_are_dead_lettered_with_lineage(isolated: Sett
 
     _run(settings, [keyed_sums()])
 
-    flood.check_exactly_once(settings, keys=8, per_key=25, skip={("K0003", 7)})
+    # Per-key order: the later events of both poisoned keys are held, not applied over them;
+    # every other key is complete.
+    applied: dict[str, list[int]] = {}
+    for key, n, _ in flood.effects(settings):
+        applied.setdefault(key, []).append(n)
+    assert applied["K0003"] == list(range(1, 7))
+    assert applied["K0005"] == list(range(1, 13))  # published before the undecodable record
+    assert all(applied[f"K{k:04d}"] == list(range(1, 26)) for k in (0, 1, 2, 4, 6, 7))
+    with connect(settings) as conn:
+        held = conn.execute(
+            "SELECT convert_from(key, 'UTF8'), count(*) FROM held_events GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    assert held == [("K0003@LOC-1", 18), ("K0005@LOC-1", 13)]
     with connect(settings) as conn:
         rows = (
             conn.cursor(row_factory=dict_row)
@@ -59,7 +72,7 @@ def test_poison_and_invalid_events_are_dead_lettered_with_lineage(isolated: Sett
             .fetchall()
         )
         ledger = conn.execute("SELECT count(*) FROM processed_events").fetchone()
-    assert ledger == (8 * 25 - 1,)  # the dead-lettered event is not in the ledger
+    assert ledger == (8 * 25 - 1 - 31,)  # neither the dead-lettered nor the held events
     assert [r["error_class"] for r in rows] == ["BusinessRuleError", "DecodeError"]
     business, poison = rows
     assert business["topic"] == poison["topic"] == topic.name
@@ -88,6 +101,14 @@ def test_poison_and_invalid_events_are_dead_lettered_with_lineage(isolated: Sett
         assert headers.get(name), name
     business_msg = by_class["BusinessRuleError"]
     assert catalog.codec.decode(business_msg.value()).record["reason"] == "reject"
+
+    # The operator resolves both dead letters (skips them): the held events follow, in order.
+    with connect(settings) as conn:
+        for row in rows:
+            hold.resolve(conn, str(row["dead_letter_id"]))
+        conn.commit()
+    _run(settings, [keyed_sums()])
+    flood.check_exactly_once(settings, keys=8, per_key=25, skip={("K0003", 7)})
 
     # Re-delivery of everything (a new group starts from the beginning): nothing doubles.
     _run(_fresh_group(settings), [keyed_sums()])

@@ -94,4 +94,5 @@ processor = Processor(
     consumes=("StockMovement",),
     handle=apply_movements,
     description="On-hand stock per location, item and lot.",
+    on_dead_letter="continue",  # sums commute: a later movement need not wait for a bad one
 )

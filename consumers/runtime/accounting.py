@@ -25,6 +25,7 @@ class LaneStats:
     duplicates: int = 0
     dead: int = 0
     skipped: int = 0
+    held: int = 0  # events held behind a dead letter of their key
     last_record_at: float = 0.0
     assigned: bool = False  # joined the group and received an assignment (maybe empty)
     partitions: set[tuple[str, int]] = field(default_factory=set)  # currently assigned
@@ -67,6 +68,9 @@ def account(
         m.duplicate.labels(processor, "*", "*").inc(outcome.duplicates)
     if outcome.emitted:
         m.emitted.labels(processor).inc(outcome.emitted)
+    if outcome.held:
+        stats.held += len(outcome.held)
+        m.held.labels(processor).inc(len(outcome.held))
     now = dt.datetime.now(dt.UTC)
     latency = m.latency.labels(processor, lane)
     for event in outcome.applied[::LATENCY_SAMPLE]:

@@ -15,11 +15,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import psycopg
+from confluent_kafka import Message
 
 from supplybus import crashpoints
-from supplybus.consumers.runtime import deadletter, ledger
+from supplybus.consumers.runtime import deadletter, hold, ledger
 from supplybus.consumers.runtime.budget import Window, spend
 from supplybus.consumers.runtime.deadletter import Failure
+from supplybus.consumers.runtime.decode import DecodedBatch
 from supplybus.consumers.runtime.faults import Fault, blames_event, fault_of
 from supplybus.consumers.runtime.processor import Event, Processor, Record
 from supplybus.errors import DeadLetterBudgetExhausted, ProcessorError, ValidationError
@@ -37,6 +39,7 @@ class Outcome:
     duplicates: int = 0
     emitted: int = 0
     dead: list[Failure] = field(default_factory=list)
+    held: list[Event] = field(default_factory=list)  # behind a dead letter of their key
 
 
 class BatchApplier:
@@ -49,6 +52,7 @@ class BatchApplier:
         self.catalog = catalog
         self.dlq_topic_of = dlq_topic_of
         self.windows: dict[str, Window] = {}  # dead-letter budget per topic, as committed
+        self._blocks: hold.KeyBlocks | None = None  # the current transaction's held keys
 
     def apply(
         self, conn: psycopg.Connection, events: Sequence[Event], failures: Sequence[Failure]
@@ -61,6 +65,19 @@ class BatchApplier:
             log.info("batch failed as a whole; isolating the failing event(s)")
         return self._run(conn, events, failures, isolate=True)
 
+    def release(
+        self, conn: psycopg.Connection, decode: Callable[[Sequence[Message]], DecodedBatch]
+    ) -> Outcome | None:
+        """One transaction: the held events of keys whose dead letters were all resolved are
+        taken (in the order they were held) and applied like a batch (a failure holds the key
+        again). None when nothing was releasable."""
+        with conn.transaction():
+            msgs = hold.take_released(conn, self.processor.name)
+            if not msgs:
+                return None
+            batch = decode(msgs)
+            return self.apply(conn, batch.events, batch.failures)
+
     def _run(
         self,
         conn: psycopg.Connection,
@@ -71,6 +88,7 @@ class BatchApplier:
     ) -> Outcome:
         outcome = Outcome()
         with conn.transaction():
+            self._blocks = self._start_blocks(conn, events)
             for failure in failures:
                 self._dead_letter(conn, failure, outcome)
             if not isolate:
@@ -81,6 +99,14 @@ class BatchApplier:
             windows = self._spend_budget(events, failures, outcome)
         self.windows = windows
         return outcome
+
+    def _start_blocks(
+        self, conn: psycopg.Connection, events: Sequence[Event]
+    ) -> hold.KeyBlocks | None:
+        if self.processor.on_dead_letter != "hold_key":
+            return None
+        keys = {e.key for e in events if e.key is not None}
+        return hold.KeyBlocks(hold.held_keys(conn, self.processor.name, keys), {})
 
     def _spend_budget(
         self, events: Sequence[Event], failures: Sequence[Failure], outcome: Outcome
@@ -106,7 +132,8 @@ class BatchApplier:
 
     def _check_not_every_event(self, events: Sequence[Event], outcome: Outcome) -> None:
         unexplained = [f for f in outcome.dead if f.event_id and not blames_event(f.error)]
-        if len(events) > 1 and len(unexplained) == len(events):
+        tried = len(events) - len(outcome.held)
+        if tried > 1 and len(unexplained) == tried:
             raise ProcessorError(
                 f"processor {self.processor.name} failed on every event of a batch of "
                 f"{len(events)} ({type(unexplained[0].error).__name__}: "
@@ -116,6 +143,10 @@ class BatchApplier:
     def _claim_and_handle(
         self, conn: psycopg.Connection, events: list[Event], outcome: Outcome
     ) -> None:
+        if self._blocks is not None:
+            events, held = self._blocks.split(events)
+            hold.park(conn, self.processor.name, held)
+            outcome.held.extend(held)
         fresh = ledger.claim(conn, self.processor.name, events)
         emitted = self._prepare(list(self.processor.handle(fresh, conn))) if fresh else []
         outbox.append(conn, self.processor.name, emitted)
@@ -174,7 +205,7 @@ class BatchApplier:
             self._raise_unless_events_fault(exc)
             crashpoints.reached("mid-bisection")
             if len(events) == 1:
-                self._dead_letter(conn, _failure_of(events[0], exc), outcome)
+                self._dead_letter(conn, _failure_of(events[0], exc), outcome, whole_key=True)
                 return
             middle = len(events) // 2
             self._apply(conn, events[:middle], outcome)
@@ -183,10 +214,29 @@ class BatchApplier:
         outcome.applied.extend(part.applied)
         outcome.duplicates += part.duplicates
         outcome.emitted += part.emitted
+        outcome.held.extend(part.held)
 
-    def _dead_letter(self, conn: psycopg.Connection, failure: Failure, outcome: Outcome) -> None:
-        deadletter.record(conn, self.processor.name, self.dlq_topic_of(failure.topic), failure)
+    def _dead_letter(
+        self,
+        conn: psycopg.Connection,
+        failure: Failure,
+        outcome: Outcome,
+        *,
+        whole_key: bool = False,
+    ) -> None:
+        """Dead-letter ``failure``; with per-key hold, hold its key's later events
+        (``whole_key``: every event of the key still to come in this batch)."""
+        name = self.processor.name
+        still_open = deadletter.record(conn, name, self.dlq_topic_of(failure.topic), failure)
         outcome.dead.append(failure)
+        if self._blocks is None or failure.key is None or not still_open:
+            return
+        hold.hold_key(conn, name, failure.key, failure.dead_letter_id(name))
+        if whole_key:
+            self._blocks.keys.add(failure.key)
+        else:
+            where = (failure.topic, failure.partition, failure.offset)
+            self._blocks.after.setdefault(failure.key, []).append(where)
 
 
 def _failure_of(event: Event, error: BaseException) -> Failure:

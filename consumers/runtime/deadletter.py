@@ -128,12 +128,13 @@ ON CONFLICT (processor, record_digest) DO UPDATE
     SET attempts = dead_letters.attempts + 1, last_failed_at = now(),
         error_class = EXCLUDED.error_class, error_code = EXCLUDED.error_code,
         message = EXCLUDED.message, stack_digest = EXCLUDED.stack_digest
-RETURNING id, attempts, first_failed_at, last_failed_at, (xmax = 0) AS inserted
+RETURNING id, attempts, first_failed_at, last_failed_at, (xmax = 0) AS inserted, status
 """
 
 
-def record(conn: psycopg.Connection, processor: str, dlq_topic: str, failure: Failure) -> int:
-    """Store the dead letter and queue it for the DLQ topic (first time only); returns its id."""
+def record(conn: psycopg.Connection, processor: str, dlq_topic: str, failure: Failure) -> bool:
+    """Store the dead letter and queue it for the DLQ topic (first time only); True while it
+    is open (not already resolved by an operator: a late re-delivery of a resolved record)."""
     message = _text(str(failure.error)) or type(failure.error).__name__
     digest = stack_digest(failure.error)
     dead_letter_id = failure.dead_letter_id(processor)
@@ -164,7 +165,7 @@ def record(conn: psycopg.Connection, processor: str, dlq_topic: str, failure: Fa
     ).fetchone()
     if row is None:  # pragma: no cover - RETURNING always yields the row
         raise RuntimeError("dead letter upsert returned nothing")
-    dead_id, attempts, first, last, inserted = row
+    _, attempts, first, last, inserted, status = row
     if inserted:
         lineage = [
             (H_ID, dead_letter_id),
@@ -195,4 +196,4 @@ def record(conn: psycopg.Connection, processor: str, dlq_topic: str, failure: Fa
             event_type=_text(failure.event_type, 200),
             correlation_id=correlation_id,
         )
-    return int(dead_id)
+    return bool(status == "open")

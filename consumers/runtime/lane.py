@@ -94,6 +94,10 @@ class Lane:
         self.applier = BatchApplier(processor, catalog, self._dlq_topic)
         self._conn: psycopg.Connection | None = None
         self._next_lag_at = 0.0
+        self._next_release_at = 0.0
+        #: The routine lane releases the held events of keys whose dead letters were resolved
+        #: (both lanes' events of a key are held together, in order, per processor).
+        self.releases_held = lane == "routine" and processor.on_dead_letter == "hold_key"
         self._pending: _InFlight | None = None
         self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"{processor.name}-{lane}-db")
         suffix = ".critical" if lane == "critical" else ""
@@ -143,6 +147,8 @@ class Lane:
                 msgs = consumer.consume(self.processor.batch_size, timeout=0.2)
                 if time.monotonic() >= self._next_lag_at:
                     self._report_lag(consumer)
+                if self.releases_held and time.monotonic() >= self._next_release_at:
+                    self._release_held(consumer)
                 if not msgs:
                     self._finish(consumer)
                     continue
@@ -213,6 +219,35 @@ class Lane:
         self._pending = _InFlight(future, msgs, batch, started)
         if self.lane == "critical":
             self._finish(consumer)
+
+    def _release_held(self, consumer: Consumer, every_s: float = 1.0) -> None:
+        """Apply, in order, the held events of keys no longer held (between batches)."""
+        self._next_release_at = time.monotonic() + every_s
+        if not self._finish(consumer):
+            return
+        started = time.perf_counter()
+        try:
+            outcome = self._worker.submit(self._release_once).result()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            self._on_transient(exc)  # they stay held; the next round tries again
+            return
+        if outcome is not None:
+            self.stats.last_record_at = time.monotonic()
+            account(
+                self.stats,
+                self.metrics,
+                self.processor.name,
+                self.lane,
+                outcome,
+                0,
+                time.perf_counter() - started,
+            )
+            log.info("released %d held event(s)", len(outcome.applied), extra=self._ctx())
+
+    def _release_once(self) -> Outcome | None:
+        return self.applier.release(self._connection(), self.decoder)
 
     def _apply_once(self, batch: DecodedBatch) -> Outcome:
         return self.applier.apply(self._connection(), batch.events, batch.failures)

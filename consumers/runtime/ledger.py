@@ -12,10 +12,10 @@ from supplybus.consumers.runtime.processor import Event
 # One row back: how many were new and, only when some were not, which ones were.
 _CLAIM = """
 WITH claimed AS (
-    INSERT INTO processed_events (processor, event_id, topic, partition, "offset")
-    SELECT %b, e.id, e.topic, e.part, e.off
-    FROM unnest(%b::text[]::uuid[], %b::text[], %b::int[], %b::bigint[])
-         AS e(id, topic, part, off)
+    INSERT INTO processed_events (processor, event_id, topic, partition, "offset", key)
+    SELECT %b, e.id, e.topic, e.part, e.off, e.key
+    FROM unnest(%b::text[]::uuid[], %b::text[], %b::int[], %b::bigint[], %b::bytea[])
+         AS e(id, topic, part, off, key)
     ON CONFLICT DO NOTHING
     RETURNING event_id
 )
@@ -39,6 +39,7 @@ def claim(conn: psycopg.Connection, processor: str, events: Sequence[Event]) -> 
             [e.topic for e in unique],
             [e.partition for e in unique],
             [e.offset for e in unique],
+            [e.key for e in unique],
             len(unique),
         ),
     ).fetchone()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import psycopg
 from confluent_kafka import Message
@@ -25,6 +25,7 @@ from confluent_kafka import Message
 from supplybus.consumers.runtime.budget import DeadLetterBudget
 
 Record = Mapping[str, Any]
+OnDeadLetter = Literal["hold_key", "continue"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +80,10 @@ class Processor:
     description: str = ""
     batch_size: int = field(default=1000)
     dead_letter_budget: DeadLetterBudget = field(default_factory=DeadLetterBudget)
+    #: "hold_key": a dead-lettered event holds the later events of its key until it is
+    #: resolved (per-key order; consumers/runtime/hold.py). "continue": later events flow on,
+    #: for commutative processors whose effects do not depend on order (e.g. stock sums).
+    on_dead_letter: OnDeadLetter = "hold_key"
 
     def accepts(self, event_type: str) -> bool:
         return event_type in self.consumes

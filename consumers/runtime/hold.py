@@ -1,0 +1,189 @@
+"""Per-key hold: a key's later events wait, in order, behind its dead letter.
+
+Kafka keeps a key's events in order within a partition; a dead letter would break that order
+if later events of the key were applied over it (an approval before its requisition, a receipt
+before its PO). For a processor with ``on_dead_letter="hold_key"``, the runtime, in the batch's
+transaction:
+
+- records a hold ``(processor, key, dead letter id)`` when an event of key K is dead-lettered;
+- parks every later event of K (this batch's and later batches', from either lane) in
+  ``held_events`` with its original record, unapplied;
+- releases them, in order, through the same ledger and handler (``take_released``) once every
+  dead letter K waits on is resolved (``resolve``: replayed or skipped by an operator).
+
+Events without a Kafka key cannot be ordered by key and are never held. Nothing here deletes
+a held event except ``take_released``, inside the transaction that applies it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import psycopg
+from confluent_kafka import Message
+
+from supplybus.consumers.runtime.processor import Event
+from supplybus.producers.outbox import decode_headers, encode_headers
+
+_HELD = """
+SELECT key FROM key_holds WHERE processor = %(p)s AND key = ANY(%(keys)s)
+UNION
+SELECT key FROM held_events WHERE processor = %(p)s AND key = ANY(%(keys)s)
+"""
+
+_PARK = """
+INSERT INTO held_events (processor, key, event_id, event_type, topic, partition, "offset",
+    record_timestamp, value, headers, correlation_id)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)
+ON CONFLICT (processor, event_id) DO NOTHING
+"""
+
+_RELEASABLE = """
+SELECT DISTINCT h.key FROM held_events h
+WHERE h.processor = %s
+  AND NOT EXISTS (SELECT 1 FROM key_holds k WHERE k.processor = h.processor AND k.key = h.key)
+LIMIT %s
+"""
+
+_TAKE = """
+DELETE FROM held_events WHERE processor = %s AND key = %s
+RETURNING seq, topic, partition, "offset", record_timestamp, key, value, headers
+"""
+
+
+def held_keys(conn: psycopg.Connection, processor: str, keys: Iterable[bytes]) -> set[bytes]:
+    """The keys among ``keys`` that are held (behind a dead letter, or with events waiting)."""
+    wanted = list(set(keys))
+    if not wanted:
+        return set()
+    rows = conn.execute(_HELD, {"p": processor, "keys": wanted}).fetchall()
+    return {bytes(r[0]) for r in rows}
+
+
+def hold_key(conn: psycopg.Connection, processor: str, key: bytes, dead_letter_id: str) -> None:
+    conn.execute(
+        "INSERT INTO key_holds (processor, key, dead_letter_id) VALUES (%s, %s, %s)"
+        " ON CONFLICT DO NOTHING",
+        (processor, key, dead_letter_id),
+    )
+
+
+def park(conn: psycopg.Connection, processor: str, events: Sequence[Event]) -> None:
+    """Hold ``events`` (in the order given) unapplied; a re-delivered one is held once."""
+    if not events:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            _PARK,
+            [
+                (
+                    processor,
+                    e.key,
+                    e.event_id,
+                    e.event_type,
+                    e.topic,
+                    e.partition,
+                    e.offset,
+                    e.timestamp_ms,
+                    e.raw_value,
+                    encode_headers(e.headers),
+                    str(e.envelope.get("correlation_id")),
+                )
+                for e in events
+            ],
+        )
+
+
+def resolve(conn: psycopg.Connection, dead_letter_id: str, status: str = "resolved") -> int:
+    """Mark a dead letter resolved (or replayed) and lift the holds that wait on it; returns
+    how many holds were lifted. Its key's events are released once no other hold remains."""
+    conn.execute(
+        "UPDATE dead_letters SET status = %s WHERE dead_letter_id = %s", (status, dead_letter_id)
+    )
+    return conn.execute(
+        "DELETE FROM key_holds WHERE dead_letter_id = %s", (dead_letter_id,)
+    ).rowcount
+
+
+def take_released(conn: psycopg.Connection, processor: str, max_keys: int = 100) -> list[Message]:
+    """Take the held events of keys no longer held (one key at a time across runners), as the
+    Kafka messages they came from, in the order they were held. Call it inside the transaction
+    that applies them: a rollback puts them back."""
+    messages: list[Message] = []
+    for (key,) in conn.execute(_RELEASABLE, (processor, max_keys)).fetchall():
+        locked = conn.execute(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended(%s || encode(%s, 'hex'), 0))",
+            (processor, key),
+        ).fetchone()
+        if not locked or not locked[0]:
+            continue  # another runner is releasing this key
+        rows = sorted(conn.execute(_TAKE, (processor, key)).fetchall())
+        messages.extend(
+            Message(
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                key=bytes(k),
+                value=None if value is None else bytes(value),
+                headers=list[tuple[str, str | bytes | None]](decode_headers(headers)),
+                timestamp=(1, timestamp),
+            )
+            for _, topic, partition, offset, timestamp, k, value, headers in rows
+        )
+    return messages
+
+
+@dataclass(frozen=True)
+class HoldSummary:
+    """What is held for one processor: for gauges, alerts and `supplybus holds`."""
+
+    processor: str
+    keys: int
+    events: int
+    oldest_age_s: float
+    largest: int  # held events of the key that holds most
+
+
+def summaries(conn: psycopg.Connection) -> list[HoldSummary]:
+    rows = conn.execute(
+        """
+        SELECT processor, count(DISTINCT key), count(*),
+               coalesce(extract(epoch FROM now() - min(held_at)), 0),
+               coalesce(max(per_key), 0)
+        FROM (SELECT processor, key, held_at,
+                     count(*) OVER (PARTITION BY processor, key) AS per_key
+              FROM held_events) h
+        GROUP BY processor ORDER BY processor
+        """
+    ).fetchall()
+    return [HoldSummary(r[0], int(r[1]), int(r[2]), float(r[3]), int(r[4])) for r in rows]
+
+
+@dataclass
+class KeyBlocks:
+    """Which events of one batch transaction are held: keys held before the batch, keys whose
+    event was dead-lettered in it (every later event), and keys of records that could not be
+    decoded (their later offsets in that partition, and the key's events on other topics)."""
+
+    keys: set[bytes]
+    after: dict[bytes, list[tuple[str, int, int]]]
+
+    def blocks(self, event: Event) -> bool:
+        key = event.key
+        if key is None:
+            return False
+        if key in self.keys:
+            return True
+        return any(
+            (event.topic, event.partition) != (topic, partition) or event.offset > offset
+            for topic, partition, offset in self.after.get(key, ())
+        )
+
+    def split(self, events: Sequence[Event]) -> tuple[list[Event], list[Event]]:
+        """(events to apply, events to hold), each in the order given."""
+        go: list[Event] = []
+        held: list[Event] = []
+        for event in events:
+            (held if self.blocks(event) else go).append(event)
+        return go, held
