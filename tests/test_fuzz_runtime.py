@@ -88,7 +88,8 @@ def test_every_fuzzed_message_ends_applied_or_dead_lettered(
         )
     assert producer.flush(15) == 0
     offsets = sorted(delivered)
-    runner = Runner(settings_, [processor], until_idle=1.5, signals=False)
+    # each example is a new processor on the same schema and event types: new=True (ADR 0007)
+    runner = Runner(settings_, [processor], until_idle=1.5, signals=False, new=True)
     assert runner.run() == 0, [lane.error for lane in runner.lanes]
     with connect(settings_) as conn:
         applied = dict(

@@ -23,6 +23,7 @@ import psycopg
 from confluent_kafka import Message
 
 from supplybus.consumers.runtime.budget import DeadLetterBudget
+from supplybus.consumers.runtime.start import Start
 
 Record = Mapping[str, Any]
 OnDeadLetter = Literal["hold_key", "continue"]
@@ -71,7 +72,10 @@ EventHandler = Callable[[Event, psycopg.Connection], Iterable[Record]]
 
 @dataclass(frozen=True)
 class Processor:
-    """A stream processor. ``name`` is its consumer group and its ledger namespace."""
+    """A stream processor. ``name`` is its consumer group and its ledger namespace; it is
+    stored on the first run, and renamed only with `supplybus processors rename` (ADR 0007).
+    ``start`` says where a new processor begins: "earliest", "latest" or an aware datetime;
+    once registered, the stored start wins."""
 
     name: str
     consumes: tuple[str, ...]
@@ -84,6 +88,7 @@ class Processor:
     #: resolved (per-key order; consumers/runtime/hold.py). "continue": later events flow on,
     #: for commutative processors whose effects do not depend on order (e.g. stock sums).
     on_dead_letter: OnDeadLetter = "hold_key"
+    start: Start = "earliest"
 
     def accepts(self, event_type: str) -> bool:
         return event_type in self.consumes
