@@ -4,7 +4,8 @@
 kill -9 would, the first (or N-th) time the code reaches ``reached(NAME)``. Unset, a crash
 point costs one dictionary lookup. Points: ``after-db-commit`` (transaction committed, offsets
 not), ``after-offset-commit``, ``mid-bisection`` (a savepoint rolled back while isolating a
-failing event), ``relay-after-ack`` (the broker acknowledged, the rows are not marked sent).
+failing event), ``mid-release`` (held events applied, their release not committed),
+``relay-after-ack`` (the broker acknowledged, the rows are not marked sent).
 """
 
 from __future__ import annotations

@@ -102,3 +102,34 @@ def slow_sums() -> Processor:
     return Processor(
         name="slow-sums", consumes=("StockMovement",), handle=slow, setup=setup, batch_size=100
     )
+
+
+GATE_SETUP = "CREATE TABLE IF NOT EXISTS blocked_items (item_id text PRIMARY KEY)"
+
+
+def gated_sums() -> Processor:
+    """keyed_sums that refuses a movement whose reason is "gate" while its item is in
+    ``blocked_items`` (as a requisition for an item whose master data is missing): a dead
+    letter that an operator can fix (delete the row) and replay."""
+
+    def gated_setup(conn: psycopg.Connection) -> None:
+        conn.execute(GATE_SETUP)
+        setup(conn)
+
+    def gated(events: Sequence[Event], conn: psycopg.Connection) -> list[Record]:
+        items = [e.record["item_id"] for e in events if e.record["reason"] == "gate"]
+        if items:
+            blocked = conn.execute(
+                "SELECT item_id FROM blocked_items WHERE item_id = ANY(%s)", (items,)
+            ).fetchall()
+            if blocked:
+                raise BusinessRuleError(f"item {blocked[0][0]} is blocked")
+        return handle([e for e in events], conn)
+
+    return Processor(
+        name="gated-sums",
+        consumes=("StockMovement",),
+        handle=gated,
+        setup=gated_setup,
+        batch_size=500,
+    )

@@ -55,15 +55,42 @@ class BatchApplier:
         self._blocks: hold.KeyBlocks | None = None  # the current transaction's held keys
 
     def apply(
-        self, conn: psycopg.Connection, events: Sequence[Event], failures: Sequence[Failure]
+        self,
+        conn: psycopg.Connection,
+        events: Sequence[Event],
+        failures: Sequence[Failure],
+        *,
+        ahead_of_holds: bool = False,
     ) -> Outcome:
-        """One transaction: dead letters for ``failures``, then ``events`` applied once each."""
+        """One transaction: dead letters for ``failures``, then ``events`` applied once each.
+
+        ``ahead_of_holds``: apply even events whose key is held (a dead letter's own record,
+        replayed before the events held behind it).
+        """
         try:
-            return self._run(conn, events, failures, isolate=False)
+            return self._run(conn, events, failures, isolate=False, ahead=ahead_of_holds)
         except Exception as exc:  # noqa: BLE001 - classified by the call below
             self._raise_unless_events_fault(exc)
             log.info("batch failed as a whole; isolating the failing event(s)")
-        return self._run(conn, events, failures, isolate=True)
+        return self._run(conn, events, failures, isolate=True, ahead=ahead_of_holds)
+
+    def replay(
+        self,
+        conn: psycopg.Connection,
+        dead_letter_id: str,
+        decode: Callable[[Sequence[Message]], DecodedBatch],
+    ) -> Outcome:
+        """One transaction: a dead letter's original record is applied again, ahead of the
+        events its key holds. Applied (or found already applied): the dead letter is marked
+        replayed and its hold lifted, so the held events follow in order. Failing again: it
+        stays open with one more attempt."""
+        with conn.transaction():
+            msg = hold.dead_letter_message(conn, self.processor.name, dead_letter_id)
+            batch = decode([msg])
+            outcome = self.apply(conn, batch.events, batch.failures, ahead_of_holds=True)
+            if not outcome.dead:
+                hold.resolve(conn, dead_letter_id, "replayed")
+            return outcome
 
     def release(
         self, conn: psycopg.Connection, decode: Callable[[Sequence[Message]], DecodedBatch]
@@ -76,7 +103,9 @@ class BatchApplier:
             if not msgs:
                 return None
             batch = decode(msgs)
-            return self.apply(conn, batch.events, batch.failures)
+            outcome = self.apply(conn, batch.events, batch.failures)
+            crashpoints.reached("mid-release")
+            return outcome
 
     def _run(
         self,
@@ -85,10 +114,11 @@ class BatchApplier:
         failures: Sequence[Failure],
         *,
         isolate: bool,
+        ahead: bool = False,
     ) -> Outcome:
         outcome = Outcome()
         with conn.transaction():
-            self._blocks = self._start_blocks(conn, events)
+            self._blocks = self._start_blocks(conn, [] if ahead else events)
             for failure in failures:
                 self._dead_letter(conn, failure, outcome)
             if not isolate:

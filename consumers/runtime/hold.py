@@ -24,6 +24,7 @@ import psycopg
 from confluent_kafka import Message
 
 from supplybus.consumers.runtime.processor import Event
+from supplybus.errors import ConfigError
 from supplybus.producers.outbox import decode_headers, encode_headers
 
 _HELD = """
@@ -132,6 +133,31 @@ def take_released(conn: psycopg.Connection, processor: str, max_keys: int = 100)
             for _, topic, partition, offset, timestamp, k, value, headers in rows
         )
     return messages
+
+
+def dead_letter_message(conn: psycopg.Connection, processor: str, dead_letter_id: str) -> Message:
+    """A dead letter's original record as the Kafka message it came from (locked for the
+    transaction, so two replays of one dead letter run one after the other)."""
+    row = conn.execute(
+        """
+        SELECT topic, partition, "offset",
+               round(extract(epoch FROM record_timestamp) * 1000)::bigint, key, value, headers
+        FROM dead_letters WHERE processor = %s AND dead_letter_id = %s FOR UPDATE
+        """,
+        (processor, dead_letter_id),
+    ).fetchone()
+    if row is None:
+        raise ConfigError(f"no dead letter {dead_letter_id} of processor {processor}")
+    topic, partition, offset, timestamp, key, value, headers = row
+    return Message(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=None if key is None else bytes(key),
+        value=None if value is None else bytes(value),
+        headers=list[tuple[str, str | bytes | None]](decode_headers(headers)),
+        timestamp=(1, int(timestamp or 0)),
+    )
 
 
 @dataclass(frozen=True)
