@@ -21,6 +21,7 @@ from supplybus.adapters.kafka import make_producer, produce
 from supplybus.config import Settings
 from supplybus.errors import ConfigError, DeliveryError, FieldError, ValidationError
 from supplybus.events.catalog import EventCatalog, Outgoing
+from supplybus.events.key_lanes import KeyLanes
 
 
 class Publisher:
@@ -29,6 +30,7 @@ class Publisher:
     def __init__(self, catalog: EventCatalog, producer: Producer) -> None:
         self.catalog = catalog
         self.producer = producer
+        self.key_lanes = KeyLanes(catalog.topics)  # a key's events never change lanes
         self.delivered = 0
         self._failures: list[str] = []
 
@@ -46,7 +48,12 @@ class Publisher:
             self.flush()
 
     def prepare(self, record: Mapping[str, Any]) -> Outgoing:
-        return self.catalog.prepare(record)
+        """Validated, encoded, routed; ValidationError also for a key that would change lanes."""
+        out = self.catalog.prepare(record)
+        switched = self.key_lanes.check(out.topic, out.key)
+        if switched is not None:
+            raise ValidationError([switched], context=str(out.envelope["event_type"]))
+        return out
 
     def publish(self, record: Mapping[str, Any]) -> Outgoing:
         """Validate and enqueue one event; returns what was enqueued."""
@@ -58,7 +65,7 @@ class Publisher:
         self, records: Sequence[Mapping[str, Any]], *, labels: Sequence[str] | None = None
     ) -> list[Outgoing]:
         """All or nothing: validate every record, then enqueue them all (see ``prepare_all``)."""
-        prepared = prepare_all(self.catalog, records, labels=labels)
+        prepared = prepare_all(self.catalog, records, labels=labels, key_lanes=self.key_lanes)
         self.send_all(prepared)
         return prepared
 
@@ -93,9 +100,12 @@ def prepare_all(
     records: Sequence[Mapping[str, Any]],
     *,
     labels: Sequence[str] | None = None,
+    key_lanes: KeyLanes | None = None,
 ) -> list[Outgoing]:
     """Every record validated, encoded and routed, or none: a ValidationError lists each bad
     record's field errors, prefixed with its label (default ``record <index>``, from 0).
+    A key whose events would change lanes (within the batch, or against ``key_lanes``, which
+    is updated only when the whole batch passes) is an error too.
 
     Needs no broker, so a caller can check a whole batch before connecting to one.
     """
@@ -104,10 +114,15 @@ def prepare_all(
     prepared: list[Outgoing] = []
     errors: list[FieldError] = []
     bad = 0
+    lanes = key_lanes.fork() if key_lanes is not None else KeyLanes(catalog.topics)
     for index, record in enumerate(records):
         label = f"record {index}" if labels is None else labels[index]
         try:
-            prepared.append(catalog.prepare(record))
+            out = catalog.prepare(record)
+            switched = lanes.check(out.topic, out.key)
+            if switched is not None:
+                raise ValidationError([switched])
+            prepared.append(out)
         except ValidationError as exc:
             bad += 1
             errors.extend(
@@ -117,4 +132,6 @@ def prepare_all(
     if errors:
         context = f"{bad} of {len(records)} record(s) invalid; nothing was published"
         raise ValidationError(errors, context=context)
+    if key_lanes is not None:
+        key_lanes.adopt(lanes)
     return prepared

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
+
 from supplybus.adapters.postgres import connect
 from supplybus.config import Settings
 from supplybus.consumers.runtime.apply import BatchApplier
 from supplybus.consumers.runtime.decode import BatchDecoder
 from supplybus.consumers.runtime.runner import Runner
+from supplybus.errors import ValidationError
 from supplybus.events.catalog import EventCatalog
+from supplybus.producers.publisher import Publisher
 from tests import flood
-from tests.processors import GATE_SETUP, gated_sums
+from tests.processors import GATE_SETUP, gated_sums, keyed_sums
 from tests.workers import WorkerFactory, fresh_group
 
 KEYS, PER_KEY, POISON_KEY, POISON_N = 100, 100, 7, 50
@@ -86,3 +90,39 @@ def test_a_key_waits_behind_its_dead_letter_while_other_keys_flow(
             " (SELECT status FROM dead_letters)"
         ).fetchone()
     assert left == (0, 0, "replayed")
+
+
+def test_a_keys_events_never_change_lanes(isolated: Settings) -> None:
+    """Per-key order across lanes, by construction (ADR 0009): a publisher refuses an event
+    whose key would change lanes, and emitted events inherit their cause's priority, so a STAT
+    key's whole chain travels, in order, on the critical lanes."""
+    settings = fresh_group(isolated)
+    with Publisher.from_settings(settings) as publisher:
+        publisher.publish(flood.movement("lanes", 0, 1))  # K0000 starts ROUTINE
+        with pytest.raises(ValidationError, match="never change lanes"):
+            publisher.publish(flood.movement("lanes", 0, 2, priority="CRITICAL"))
+        with pytest.raises(ValidationError, match="record 1: envelope.priority"):
+            publisher.publish_all(
+                [
+                    flood.movement("lanes", 1, n, priority=p)
+                    for n, p in ((1, "CRITICAL"), (2, "ROUTINE"))
+                ]
+            )
+        stat = [
+            flood.movement("stat", 2, n, priority="CRITICAL", reason="emit") for n in range(1, 31)
+        ]
+        publisher.publish_all(stat)
+    assert Runner(settings, [keyed_sums()], until_idle=1.5, signals=False).run() == 0
+    applied = sorted(((k, n) for k, n, _ in flood.effects(settings)), key=lambda kn: kn[0])
+    assert applied == [("K0000", 1)] + [("K0002", n) for n in range(1, 31)]  # per key, in order
+    with connect(settings) as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT topic, priority FROM outbox WHERE event_type = 'StockoutRisk'"
+        ).fetchall()
+        lanes = conn.execute(
+            "SELECT DISTINCT topic FROM processed_events WHERE convert_from(key, 'UTF8')"
+            " LIKE 'K0002@%'"
+        ).fetchall()
+    catalog = EventCatalog.from_settings(settings)
+    assert rows == [(catalog.topics.topic_for("StockoutRisk", "CRITICAL").name, "CRITICAL")]
+    assert lanes == [(catalog.topics.topic_for("StockMovement", "CRITICAL").name,)]

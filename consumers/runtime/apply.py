@@ -26,6 +26,7 @@ from supplybus.consumers.runtime.faults import Fault, blames_event, fault_of
 from supplybus.consumers.runtime.processor import Event, Processor, Record
 from supplybus.errors import DeadLetterBudgetExhausted, ProcessorError, ValidationError
 from supplybus.events.catalog import EventCatalog, Outgoing
+from supplybus.events.key_lanes import KeyLanes
 from supplybus.producers import outbox
 
 log = logging.getLogger("supplybus.runtime")
@@ -188,6 +189,7 @@ class BatchApplier:
         """Emitted events, checked: an invalid or repeated one is the processor's fault."""
         prepared: list[Outgoing] = []
         seen: set[str] = set()
+        lanes = KeyLanes(self.catalog.topics)
         for record in records:
             try:
                 out = self.catalog.prepare(record, check="domain")
@@ -195,6 +197,12 @@ class BatchApplier:
                 raise ProcessorError(
                     f"processor {self.processor.name} emitted an invalid event: {exc}"
                 ) from exc
+            switched = lanes.check(out.topic, out.key)
+            if switched is not None:
+                raise ProcessorError(
+                    f"processor {self.processor.name} emitted events of one key on both lanes: "
+                    f"{switched} (derive envelopes with caused_by, which inherits priority)"
+                )
             event_id = str(out.envelope["event_id"])
             if event_id in seen:
                 raise ProcessorError(
