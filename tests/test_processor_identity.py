@@ -1,7 +1,7 @@
 """A processor's stored identity, start position and explicit rename (ADR 0007), on the real
 broker and database: a new processor starting at "latest" skips the retained history; a rename
-carries offsets, ledger and dead letters over so nothing is applied twice; the runner refuses
-what looks like an accidental rename."""
+carries offsets, ledger, dead letters and held events over so nothing is applied twice; the
+runner refuses what looks like an accidental rename."""
 
 from __future__ import annotations
 
@@ -179,26 +179,29 @@ def test_a_renamed_processor_in_code_is_refused_unless_it_is_new(
     )
 
 
-def test_rename_carries_offsets_ledger_and_dead_letters_over(
+def test_rename_carries_offsets_ledger_dead_letters_and_holds_over(
     isolated: Settings, tmp_path: Path
 ) -> None:
     settings = fresh_group(isolated)
     env = _env(settings, tmp_path)
     records = flood.load("rename", keys=4, per_key=50)
-    records[9]["reason"] = "reject"  # one dead letter
+    records[9]["reason"] = "reject"  # K0001's n=3: dead-lettered, holds K0001's n=4..50
     flood.publish(settings, records)
     _run(settings, [sums("sums-a")])
     applied = flood.count_effects(settings)
-    assert applied == 199
+    assert applied == 152
     before = _offsets(settings, "sums-a")
     assert sum(o for _, _, o in before["routine"]) == 200
 
     done = run_cli("processors", "rename", "sums-a", "sums-b", "--yes", env=env)
     assert done.returncode == 0, done.stderr
-    assert "renamed sums-a to sums-b: 199 ledger rows, 1 dead letters" in done.stdout
+    assert (
+        "renamed sums-a to sums-b: 152 ledger rows, 1 dead letters, 1 key holds, 47 held events"
+        in done.stdout
+    )
     assert _offsets(settings, "sums-b") == before
     counts = "SELECT count(*) FROM {} WHERE processor = %s"
-    for table, rows in (("processed_events", 199), ("dead_letters", 1)):
+    for table, rows in (("processed_events", 152), ("dead_letters", 1), ("held_events", 47)):
         assert _one(settings, counts.format(table), "sums-b") == rows
         assert _one(settings, counts.format(table), "sums-a") == 0
 
@@ -213,7 +216,9 @@ def test_rename_carries_offsets_ledger_and_dead_letters_over(
 
     flood.publish(settings, flood.load("renamed", keys=4, per_key=25))
     runner = _run(settings, [sums("sums-b")])
-    assert flood.count_effects(settings) == applied + 100  # new events once, history not again
+    # the new events once (K0001's wait behind its hold, which came over too), history never
+    assert flood.count_effects(settings) == applied + 75
+    assert _one(settings, counts.format("held_events"), "sums-b") == 47 + 25
     assert _duplicate_effects(settings) == 0
     assert sum(lane.stats.duplicates for lane in runner.lanes) == 0  # nothing re-delivered
     again = run_cli("processors", "rename", "sums-a", "sums-b", "--yes", env=env)

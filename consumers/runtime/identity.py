@@ -194,19 +194,19 @@ class RenameState:
 
     old: Identity | None
     new: Identity | None
-    old_ledger: int
-    old_dead: int
-    new_ledger: int
-    new_dead: int
+    old_rows: dict[str, int]  # rows per table of MOVED
+    new_rows: dict[str, int]
+
+
+#: The tables whose rows belong to a processor by name: the ledger, the dead letters, and the
+#: events held behind them per key (migration 0007). A rename moves them all.
+MOVED = ("processed_events", "dead_letters", "key_holds", "held_events")
 
 
 def rename_state(conn: psycopg.Connection, old: str, new: str) -> RenameState:
     known = identities(conn)
-    counts = [_count(conn, table, name) for name in (old, new) for table in _MOVED]
-    return RenameState(known.get(old), known.get(new), *counts)
-
-
-_MOVED = ("processed_events", "dead_letters")  # rows keyed by the processor's name
+    rows = [{table: _count(conn, table, name) for table in MOVED} for name in (old, new)]
+    return RenameState(known.get(old), known.get(new), rows[0], rows[1])
 
 
 def _count(conn: psycopg.Connection, table: str, name: str) -> int:
@@ -232,10 +232,10 @@ def rename_decision(
             f"processors rename: {old} is being renamed to {state.old.renaming_to}; finish "
             "that rename first"
         )
-    if state.new is not None or state.new_ledger or state.new_dead:
+    if state.new is not None or any(state.new_rows.values()):
         raise ConfigError(
-            f"processors rename: {new} already exists (registered, or with ledger rows or "
-            "dead letters): choose another name"
+            f"processors rename: {new} already exists (registered, or with ledger rows, dead "
+            "letters or held events): choose another name"
         )
     if not resuming and new_has_offsets():
         raise ConfigError(
@@ -250,16 +250,16 @@ def mark_rename(conn: psycopg.Connection, old: str, new: str) -> None:
     conn.execute("UPDATE processors SET renaming_to = %s WHERE name = %s", (new, old))
 
 
-def finish_rename(conn: psycopg.Connection, old: str, new: str) -> tuple[int, int]:
-    """In ONE transaction: move the ledger rows, the dead letters and the identity row.
-    Returns (ledger rows, dead letters) moved."""
+def finish_rename(conn: psycopg.Connection, old: str, new: str) -> dict[str, int]:
+    """In ONE transaction: move the rows of every MOVED table and the identity row. Returns
+    the rows moved per table."""
     with conn.transaction():
-        moved = [
-            conn.execute(
+        moved = {
+            table: conn.execute(
                 f"UPDATE {table} SET processor = %s WHERE processor = %s", (new, old)
             ).rowcount
-            for table in _MOVED
-        ]
+            for table in MOVED
+        }
         renamed = conn.execute(
             "UPDATE processors SET name = %s, renamed_from = %s, renamed_at = now(),"
             " renaming_to = NULL WHERE name = %s AND renaming_to = %s",
@@ -267,7 +267,7 @@ def finish_rename(conn: psycopg.Connection, old: str, new: str) -> tuple[int, in
         ).rowcount
         if renamed != 1:
             raise ConfigError(f"processors rename: {old} changed while renaming; run it again")
-    return moved[0], moved[1]
+    return moved
 
 
 def open_for_rename(settings: Settings, old: str, new: str) -> psycopg.Connection:

@@ -128,12 +128,12 @@ def _total(positions: list[dict[str, Any]]) -> int:
 @click.option("--yes", is_flag=True, help="Rename without asking.")
 @pass_ctx
 def rename_cmd(ctx: Context, old: str, new: str, yes: bool) -> None:
-    """Rename processor OLD to NEW, carrying its offsets, ledger and dead letters over, so
-    that nothing is applied again. Rename here BEFORE deploying code with the new name.
+    """Rename processor OLD to NEW, carrying its offsets, ledger, dead letters and held events
+    over, so that nothing is applied again. Rename here BEFORE deploying code with the new name.
 
     \b
     Refused (exit 2) when OLD is not registered; when NEW exists (registered, with ledger
-    rows or dead letters, or its consumer groups have committed offsets); or when a runner
+    rows, dead letters or held events, or its groups have committed offsets); or when a runner
     of OLD is live. Liveness: every runner holds a PostgreSQL advisory lock per processor
     while it runs; on Apache Kafka the consumer groups' members count too. The embedded
     Tansu broker reports no group members, so there only the lock tells.
@@ -142,9 +142,10 @@ def rename_cmd(ctx: Context, old: str, new: str, yes: bool) -> None:
     Steps: mark OLD as being renamed (its runners, and runners of NEW, refuse to start
     until the rename is done); copy the committed offsets of <prefix>.OLD and
     <prefix>.OLD.critical to the groups of NEW; then, in ONE database transaction, move the
-    ledger rows, the dead letters and the identity row. Interrupted between the two, the
-    database still says OLD (marked) and the groups of NEW hold a copy: run the same command
-    again to finish; it is idempotent, and says so when the rename is already done.
+    ledger rows, dead letters, key holds, held events and the identity row. Interrupted
+    between the two, the database still says OLD (marked) and the groups of NEW hold a copy:
+    run the same command again to finish; it is idempotent, and says so when the rename is
+    already done.
     """
     settings = ctx.running()
     conn = identity.open_for_rename(settings, old, new)
@@ -168,19 +169,33 @@ def rename_cmd(ctx: Context, old: str, new: str, yes: bool) -> None:
                     f"runners of {old} first"
                 )
         offsets = {lane: committed(settings, g) for lane, g in old_groups.items()}
+        partitions = sum(map(len, offsets.values()))
         if not yes:
             click.confirm(
-                f"rename {old} to {new}: {state.old_ledger} ledger rows, {state.old_dead} dead "
-                f"letters, committed offsets of {sum(map(len, offsets.values()))} partitions?",
+                f"rename {old} to {new}, carrying over {_rows(state.old_rows)} and the "
+                f"committed offsets of {partitions} partitions?",
                 abort=True,
             )
         identity.mark_rename(conn, old, new)
         for lane, positions in offsets.items():
             copy_offsets(settings, new_groups[lane], positions)
-        ledger, dead = identity.finish_rename(conn, old, new)
+        moved = identity.finish_rename(conn, old, new)
     finally:
         conn.close()
     out.print(
-        f"renamed {old} to {new}: {ledger} ledger rows, {dead} dead letters and the offsets "
-        f"of {sum(map(len, offsets.values()))} partitions carried over"
+        f"renamed {old} to {new}: {_rows(moved)} and the committed offsets of {partitions} "
+        "partitions carried over"
     )
+
+
+def _rows(per_table: dict[str, int]) -> str:
+    """'199 ledger rows, 1 dead letters, 0 key holds, 0 held events'."""
+    return ", ".join(f"{per_table[t]} {_WHAT[t]}" for t in identity.MOVED)
+
+
+_WHAT = {
+    "processed_events": "ledger rows",
+    "dead_letters": "dead letters",
+    "key_holds": "key holds",
+    "held_events": "held events",
+}
