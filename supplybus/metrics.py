@@ -15,6 +15,7 @@ Names (all prefixed ``supplybus_``):
 - ``consumer_lag``               records behind the high watermark (approximate on Tansu)
 - ``events_held_total``          events held behind a dead letter of their key (per-key order)
 - ``held_keys`` / ``held_events`` / ``oldest_hold_age_seconds``  what is held now, per processor
+- ``hold_alerts``                held keys past their processor's HoldAlert bound (an alert)
 - ``lanes_halted_total``         lanes halted on purpose, by processor and reason (e.g. the
   dead-letter budget): an alert, the lane committed nothing past the halt
 - ``lanes_unapplied_records``    records a stopped lane left unapplied (consumed again at start)
@@ -102,6 +103,12 @@ class Metrics:
         self.oldest_hold_age = Gauge(
             "supplybus_oldest_hold_age_seconds",
             "Age of the oldest held event",
+            ("processor",),
+            registry=r,
+        )
+        self.hold_alerts = Gauge(
+            "supplybus_hold_alerts",
+            "Held keys past their processor's bound (events or age)",
             ("processor",),
             registry=r,
         )

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 
 from supplybus.adapters.postgres import connect
 from supplybus.config import Settings
+from supplybus.consumers.runtime import hold
+from supplybus.consumers.runtime.accounting import report_holds
 from supplybus.consumers.runtime.apply import BatchApplier
 from supplybus.consumers.runtime.decode import BatchDecoder
+from supplybus.consumers.runtime.processor import HoldAlert
 from supplybus.consumers.runtime.runner import Runner
 from supplybus.errors import ValidationError
 from supplybus.events.catalog import EventCatalog
+from supplybus.metrics import Metrics
 from supplybus.producers.publisher import Publisher
 from tests import flood
+from tests.helpers import cli_env, run_cli
 from tests.processors import GATE_SETUP, gated_sums, keyed_sums
 from tests.workers import WorkerFactory, fresh_group
 
@@ -27,7 +36,7 @@ def _applied(settings: Settings) -> dict[str, list[int]]:
 
 
 def test_a_key_waits_behind_its_dead_letter_while_other_keys_flow(
-    isolated: Settings, workers: WorkerFactory
+    isolated: Settings, workers: WorkerFactory, tmp_path: Path
 ) -> None:
     settings = fresh_group(isolated)
     records = flood.load("hold", keys=KEYS, per_key=PER_KEY)
@@ -54,8 +63,23 @@ def test_a_key_waits_behind_its_dead_letter_while_other_keys_flow(
         (dead_letter_id,) = conn.execute(
             "SELECT dead_letter_id::text FROM dead_letters"
         ).fetchone() or ("",)
+        found = conn.execute("SELECT dead_letter_id::text FROM dead_letters").fetchone()
+    assert found is not None
+    (dead_letter_id,) = found
     later = [r["envelope"]["event_id"] for r in records if r["item_id"] == poisoned][POISON_N:]
     assert held == (1, PER_KEY - POISON_N, later), "the 50 later events are held, in order"
+
+    listed = run_cli("holds", "--json", env=cli_env(settings, tmp_path / "home"))
+    assert listed.returncode == 0, listed.stderr
+    (entry,) = json.loads(listed.stdout)
+    assert entry["key"] == f"{poisoned}@LOC-1" and entry["held_events"] == PER_KEY - POISON_N
+    assert entry["dead_letters"] == [dead_letter_id] and entry["error_codes"] == ["BUSINESS_RULE"]
+    metrics = Metrics()
+    with connect(settings) as conn:
+        strict = replace(gated_sums(), hold_alert=HoldAlert(max_events=10))
+        report_holds(hold.held(conn), strict, metrics)
+    assert metrics.hold_alerts.labels("gated-sums")._value.get() == 1
+    assert metrics.held_events.labels("gated-sums")._value.get() == PER_KEY - POISON_N
 
     # The cause is fixed (the item's master data arrives) and the dead letter replayed.
     catalog = EventCatalog.from_settings(settings)

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, KafkaException
 
 from supplybus.consumers.runtime.apply import Outcome
+from supplybus.consumers.runtime.hold import HeldKey
+from supplybus.consumers.runtime.processor import Processor
 from supplybus.metrics import Metrics
 
 #: End-to-end latency is observed for every LATENCY_SAMPLE-th applied event (per-event
@@ -44,6 +46,26 @@ def report_lag(consumer: Consumer, metrics: Metrics, processor: str) -> None:
         except KafkaException:
             continue
         gauge.labels(processor, tp.topic, str(tp.partition)).set(max(0, high - tp.offset))
+
+
+def report_holds(held: list[HeldKey], processor: Processor, metrics: Metrics) -> None:
+    """Gauges of what a processor holds, and an alert per key past its HoldAlert bound."""
+    name = processor.name
+    metrics.held_keys.labels(name).set(len(held))
+    metrics.held_events.labels(name).set(sum(h.events for h in held))
+    metrics.oldest_hold_age.labels(name).set(max((h.oldest_age_s for h in held), default=0))
+    over = [h for h in held if processor.hold_alert.exceeded(h.events, h.oldest_age_s)]
+    metrics.hold_alerts.labels(name).set(len(over))
+    for h in over[:10]:
+        log.warning(
+            "key %r has held %d event(s) for %.0f s behind dead letter(s) %s: resolve them "
+            "(replay or skip); nothing is dropped meanwhile",
+            h.key.decode(errors="replace")[:80],
+            h.events,
+            h.oldest_age_s,
+            ", ".join(h.dead_letters) or "(being released)",
+            extra={"processor": name},
+        )
 
 
 def account(

@@ -161,29 +161,48 @@ def dead_letter_message(conn: psycopg.Connection, processor: str, dead_letter_id
 
 
 @dataclass(frozen=True)
-class HoldSummary:
-    """What is held for one processor: for gauges, alerts and `supplybus holds`."""
+class HeldKey:
+    """One held key: the dead letters it waits on and the events waiting behind them."""
 
     processor: str
-    keys: int
+    key: bytes
+    dead_letters: tuple[str, ...]  # ids of the open dead letters it waits on
+    error_codes: tuple[str, ...]
     events: int
     oldest_age_s: float
-    largest: int  # held events of the key that holds most
 
 
-def summaries(conn: psycopg.Connection) -> list[HoldSummary]:
-    rows = conn.execute(
-        """
-        SELECT processor, count(DISTINCT key), count(*),
-               coalesce(extract(epoch FROM now() - min(held_at)), 0),
-               coalesce(max(per_key), 0)
-        FROM (SELECT processor, key, held_at,
-                     count(*) OVER (PARTITION BY processor, key) AS per_key
-              FROM held_events) h
-        GROUP BY processor ORDER BY processor
-        """
-    ).fetchall()
-    return [HoldSummary(r[0], int(r[1]), int(r[2]), float(r[3]), int(r[4])) for r in rows]
+_LIST = """
+SELECT k.processor, k.key,
+       array_agg(DISTINCT k.dead_letter_id::text) FILTER (WHERE k.dead_letter_id IS NOT NULL),
+       array_agg(DISTINCT d.error_code) FILTER (WHERE d.error_code IS NOT NULL),
+       coalesce(max(h.n), 0),
+       coalesce(extract(epoch FROM now() - least(min(k.held_since), min(h.first))), 0)
+FROM (SELECT processor, key, dead_letter_id, held_since FROM key_holds
+      UNION ALL
+      SELECT DISTINCT processor, key, NULL::uuid, NULL::timestamptz FROM held_events) k
+LEFT JOIN dead_letters d ON d.dead_letter_id = k.dead_letter_id
+LEFT JOIN (SELECT processor, key, count(*) AS n, min(held_at) AS first
+           FROM held_events GROUP BY processor, key) h
+       ON h.processor = k.processor AND h.key = k.key
+WHERE %(p)s::text IS NULL OR k.processor = %(p)s
+GROUP BY k.processor, k.key
+ORDER BY 6 DESC NULLS LAST, 1, 2
+LIMIT %(limit)s
+"""
+
+
+def held(
+    conn: psycopg.Connection, processor: str | None = None, limit: int = 1000
+) -> list[HeldKey]:
+    """The held keys, oldest first: what `supplybus holds` lists and the alerts watch."""
+    rows = conn.execute(_LIST, {"p": processor, "limit": limit}).fetchall()
+    return [
+        HeldKey(
+            r[0], bytes(r[1]), tuple(r[2] or ()), tuple(r[3] or ()), int(r[4]), float(r[5] or 0)
+        )
+        for r in rows
+    ]
 
 
 @dataclass

@@ -39,7 +39,8 @@ from supplybus import crashpoints
 from supplybus.adapters.kafka import leaves_group_on_close, make_consumer, release
 from supplybus.adapters.postgres import connect
 from supplybus.config import Settings
-from supplybus.consumers.runtime.accounting import LaneStats, account, report_lag
+from supplybus.consumers.runtime import hold
+from supplybus.consumers.runtime.accounting import LaneStats, account, report_holds, report_lag
 from supplybus.consumers.runtime.apply import BatchApplier, Outcome
 from supplybus.consumers.runtime.decode import BatchDecoder, DecodedBatch
 from supplybus.consumers.runtime.faults import is_transient
@@ -179,6 +180,19 @@ class Lane:
     def _report_lag(self, consumer: Consumer, every_s: float = 10.0) -> None:
         self._next_lag_at = time.monotonic() + every_s
         report_lag(consumer, self.metrics, self.processor.name)
+        if self.releases_held and self._finish(consumer):
+            try:
+                held = self._worker.submit(self._held_keys).result()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                return
+            report_holds(held, self.processor, self.metrics)
+
+    def _held_keys(self) -> list[hold.HeldKey]:
+        conn = self._connection()
+        with conn.transaction():
+            return hold.held(conn, self.processor.name)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # a partition the group never committed starts at the processor's start (ADR 0007)

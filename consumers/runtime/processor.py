@@ -71,6 +71,19 @@ EventHandler = Callable[[Event, psycopg.Connection], Iterable[Record]]
 
 
 @dataclass(frozen=True)
+class HoldAlert:
+    """When a key held behind a dead letter needs an operator: more than ``max_events`` events
+    held, or held for longer than ``max_age_s``. Past it the runtime alerts (metric
+    ``supplybus_hold_alerts`` and a log line) and keeps holding: nothing is dropped."""
+
+    max_events: int = 1000
+    max_age_s: float = 3600.0
+
+    def exceeded(self, events: int, age_s: float) -> bool:
+        return events > self.max_events or age_s > self.max_age_s
+
+
+@dataclass(frozen=True)
 class Processor:
     """A stream processor. ``name`` is its consumer group and its ledger namespace; it is
     stored on the first run, and renamed only with `supplybus processors rename` (ADR 0007).
@@ -88,6 +101,7 @@ class Processor:
     #: resolved (per-key order; consumers/runtime/hold.py). "continue": later events flow on,
     #: for commutative processors whose effects do not depend on order (e.g. stock sums).
     on_dead_letter: OnDeadLetter = "hold_key"
+    hold_alert: HoldAlert = field(default_factory=HoldAlert)
     start: Start = "earliest"
 
     def accepts(self, event_type: str) -> bool:

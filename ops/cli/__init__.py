@@ -10,7 +10,16 @@ import sys
 import click
 
 from supplybus.errors import SupplybusError
-from supplybus.ops.cli import db, events, processing, processors, schemas, services, topics  # noqa: F401
+from supplybus.ops.cli import (  # noqa: F401 - each module registers its commands
+    db,
+    events,
+    holds,
+    processing,
+    processors,
+    schemas,
+    services,
+    topics,
+)
 from supplybus.ops.cli.root import cli
 
 __all__ = ["cli", "main", "run"]
