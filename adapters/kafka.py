@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -217,3 +218,20 @@ def read_records(
                 yield msg
     finally:
         consumer.close()  # assigned, never subscribed: there is no group to leave
+
+
+def release_frames(exc: BaseException) -> None:
+    """Clear the locals of the frames an error keeps alive.
+
+    A lane that stops without LeaveGroup (Tansu, ADR 0004) relies on its consumer being
+    destroyed so that the group evicts it after the session timeout; a kept error whose
+    traceback still holds the consumer would keep it heartbeating without polling, and the
+    group would wait for it until max.poll.interval.ms (5 minutes).
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if current.__traceback__ is not None:
+            traceback.clear_frames(current.__traceback__)
+        current = current.__cause__ or current.__context__

@@ -10,6 +10,12 @@ and offset commits still happen one batch after another, in order. When a stop c
 batch N waits on a retry, N is abandoned: nothing of it and nothing after it is applied or
 committed (N+1 is dropped unapplied), and the lane reports how many records it left; they are
 consumed again at the next start.
+
+Between batches the routine lane also releases the held events of keys whose dead letters
+were resolved (``hold.py``) and reports what is held. (This module is a little over 300
+lines: the consume loop, the overlap with the database thread, the rebalance callbacks and
+the releases share the one in-flight batch, and stay together so that its life is readable
+in one place; the pure steps live in decode.py, offsets.py, retry.py and accounting.py.)
 """
 
 from __future__ import annotations
@@ -19,7 +25,6 @@ import gc
 import logging
 import threading
 import time
-import traceback
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,16 +32,14 @@ from typing import Any
 
 import psycopg
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
-from tenacity import (
-    RetryError,
-    Retrying,
-    retry_if_exception,
-    stop_when_event_set,
-    wait_exponential_jitter,
-)
 
 from supplybus import crashpoints
-from supplybus.adapters.kafka import leaves_group_on_close, make_consumer, release
+from supplybus.adapters.kafka import (
+    leaves_group_on_close,
+    make_consumer,
+    release,
+    release_frames,
+)
 from supplybus.adapters.postgres import connect
 from supplybus.config import Settings
 from supplybus.consumers.runtime import hold
@@ -47,6 +50,7 @@ from supplybus.consumers.runtime.faults import is_transient
 from supplybus.consumers.runtime.offsets import commit_offsets
 from supplybus.consumers.runtime.priority import PriorityGate
 from supplybus.consumers.runtime.processor import Processor
+from supplybus.consumers.runtime.retry import retry_paused
 from supplybus.consumers.runtime.start import format_start, start_partitions
 from supplybus.errors import SupplybusError
 from supplybus.events.catalog import EventCatalog
@@ -122,7 +126,7 @@ class Lane:
             if isinstance(exc, SupplybusError) and exc.code == "DEAD_LETTER_BUDGET":
                 self.metrics.lane_halted.labels(self.processor.name, exc.code).inc()
             log.exception("lane stopped by an error", extra=self._ctx())
-            _release_frames(exc)  # the consumer must not outlive the lane (see below)
+            release_frames(exc)  # the consumer must not outlive the lane (see below)
             self.stop.set()
         finally:
             self._drop_connection()
@@ -280,7 +284,12 @@ class Lane:
                 if not is_transient(exc):
                     raise
                 self._on_transient(exc)
-                outcome = self._retry(consumer, pending.batch)
+                outcome = retry_paused(
+                    consumer,
+                    self.stop,
+                    lambda: self._apply_once(pending.batch),
+                    self._on_transient,
+                )
             if outcome is None:
                 self.unapplied += len(pending.msgs)
                 log.error(
@@ -317,29 +326,6 @@ class Lane:
                 self._conn.close()
             self._conn = None
 
-    def _retry(self, consumer: Consumer, batch: DecodedBatch) -> Outcome | None:
-        """Pause the partitions and retry the batch with backoff; None when stopped first."""
-        paused = consumer.assignment()
-        consumer.pause(paused)
-        retrying = Retrying(
-            retry=retry_if_exception(is_transient),
-            wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.5),
-            stop=stop_when_event_set(self.stop),
-            before_sleep=lambda state: self._on_transient(
-                state.outcome.exception() if state.outcome else None
-            ),
-            sleep=self._sleep,
-        )
-        try:
-            return retrying(lambda: self._apply_once(batch))
-        except RetryError:
-            return None
-        finally:
-            consumer.resume(paused)
-
-    def _sleep(self, seconds: float) -> None:
-        self.stop.wait(seconds)
-
     def _on_transient(self, exc: BaseException | None) -> None:
         self._drop_connection()
         self.metrics.retries.labels(self.processor.name).inc()
@@ -355,20 +341,3 @@ class Lane:
                 extra=self._ctx(),
             )
         crashpoints.reached("after-offset-commit")
-
-
-def _release_frames(exc: BaseException) -> None:
-    """Clear the locals of the frames an error keeps alive.
-
-    A lane that stops without LeaveGroup (Tansu, ADR 0004) relies on its consumer being
-    destroyed so that the group evicts it after the session timeout; a kept error whose
-    traceback still holds the consumer would keep it heartbeating without polling, and the
-    group would wait for it until max.poll.interval.ms (5 minutes).
-    """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if current.__traceback__ is not None:
-            traceback.clear_frames(current.__traceback__)
-        current = current.__cause__ or current.__context__
