@@ -267,7 +267,7 @@ def test_one_prune_at_a_time_per_schema(migrated: Settings) -> None:
         conn.commit()
     pruner = ScheduledPrune(migrated, threading.Event())
     with connect(migrated, autocommit=True) as other:
-        assert retention.try_lock(other, migrated.db_schema)  # another runner is pruning
+        assert retention.lock(other, migrated.db_schema)  # another runner is pruning
         assert pruner.prune_once() is None
         assert old in _remaining(migrated)["processed_events"]
     report = pruner.prune_once()  # the other session ended: its lock went with it
@@ -280,7 +280,7 @@ def test_the_cli_waits_for_a_prune_running_elsewhere(migrated: Settings, tmp_pat
         conn.commit()
     env = {**os.environ, **cli_env(migrated, tmp_path)}
     with connect(migrated, autocommit=True) as other:
-        assert retention.try_lock(other, migrated.db_schema)
+        assert retention.lock(other, migrated.db_schema)
         cli = subprocess.Popen(
             [sys.executable, "-m", "supplybus.ops.cli", "db", "prune", "--json"],
             env=env,

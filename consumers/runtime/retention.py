@@ -231,8 +231,9 @@ def prune(
     return report
 
 
-def try_lock(conn: psycopg.Connection, schema: str, *, wait: bool = False) -> bool:
-    """Take the schema's prune lock (session level); ``wait`` blocks until it is free."""
+def lock(conn: psycopg.Connection, schema: str, *, wait: bool = False) -> bool:
+    """Take the schema's prune lock (session level): False when another session holds it,
+    or with ``wait``, block until it is free."""
     if wait:
         conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (LOCK_ID, schema))
         return True
@@ -254,8 +255,6 @@ class ScheduledPrune:
         self.settings = settings
         self.stop = stop
         self.horizons = Horizons.from_settings(settings)  # a bad horizon fails the start
-        self.last: PruneReport | None = None
-        self.rounds = 0
 
     def thread(self) -> threading.Thread:
         return threading.Thread(target=self.run, name="prune", daemon=True)
@@ -270,11 +269,10 @@ class ScheduledPrune:
 
     def prune_once(self) -> PruneReport | None:
         """One round; ``None`` when another prune holds the lock or the round failed."""
-        self.rounds += 1
         schema = self.settings.db_schema
         try:
             with connect(self.settings, autocommit=True) as conn:
-                if not try_lock(conn, schema):
+                if not lock(conn, schema):
                     log.info("prune skipped: another runner is pruning schema %s", schema)
                     return None
                 report = prune(conn, self.horizons, chunk=self.settings.prune_chunk, stop=self.stop)
@@ -286,7 +284,6 @@ class ScheduledPrune:
                 level, "prune failed (next round in %.0fs): %s", self.settings.prune_interval_s, exc
             )
             return None
-        self.last = report
         log.info(
             "pruned %s in %.1fs",
             ", ".join(f"{t} {n}" for t, n in report.deleted.items()),

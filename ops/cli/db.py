@@ -80,9 +80,9 @@ def prune_cmd(ctx: Context, dry_run: bool, as_json: bool) -> None:
             "run `supplybus db migrate` first"
         )
     with connect(settings, autocommit=True) as conn:
-        if not dry_run and not retention.try_lock(conn, settings.db_schema):
+        if not dry_run and not retention.lock(conn, settings.db_schema):
             click.echo(f"waiting for the prune running on schema {settings.db_schema}", err=True)
-            retention.try_lock(conn, settings.db_schema, wait=True)
+            retention.lock(conn, settings.db_schema, wait=True)
         if out.is_terminal and not as_json:
             with out.status("pruning") as status:
 
