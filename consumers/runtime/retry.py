@@ -29,6 +29,7 @@ def retry_paused(
 ) -> T | None:
     """``attempt()`` again until it succeeds; None when ``stop`` was set first. A failure that
     is not transient is raised at once."""
+
     def sleep(seconds: float) -> None:
         stop.wait(seconds)  # a stop ends the wait at once
 
