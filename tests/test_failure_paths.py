@@ -4,6 +4,7 @@ dead-letter budget, SIGTERM with a batch in flight, crashes at chosen protocol p
 
 from __future__ import annotations
 
+import os
 import random
 import string
 import threading
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from supplybus.adapters.kafka import make_producer
@@ -27,6 +29,8 @@ from supplybus.consumers.runtime.runner import Runner
 from supplybus.errors import DeadLetterBudgetExhausted, TransientError
 from supplybus.events.catalog import EventCatalog
 from supplybus.events.samples import sample_record
+from supplybus.ops import embedded
+from supplybus.ops.topic_admin import apply_private
 from tests import flood
 from tests.helpers import wait_for
 from tests.processors import handle as keyed_handle
@@ -291,3 +295,62 @@ def test_until_idle_with_no_partitions_is_not_idle(
     assert time.monotonic() - started >= 8.0
     assert newcomer.unassigned, "the run must name the groups that held no partitions"
     assert sum(lane.stats.applied for lane in newcomer.lanes) == 0
+
+
+def test_a_stop_during_a_database_outage_exits_3_and_loses_nothing(
+    isolated: Settings, services_home: Path
+) -> None:
+    if os.environ.get("DATABASE_URL"):
+        pytest.skip("stops the embedded PostgreSQL; DATABASE_URL names an external one")
+    settings = fresh_group(isolated)
+    records = flood.load("outstop", keys=4, per_key=500)
+    publisher = threading.Thread(
+        target=flood.publish, args=(settings, records), kwargs={"per_second": 400}, daemon=True
+    )
+    publisher.start()
+    processor = replace(keyed_sums(), batch_size=50)
+    runner = Runner(settings, [processor], signals=False)
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(runner.run()), daemon=True)
+    thread.start()
+    wait_for(lambda: flood.count_effects(settings) >= 200, timeout=60, what="progress")
+    embedded.stop_postgres(services_home)
+    try:
+        retries = runner.metrics.retries.labels(processor.name)
+        wait_for(lambda: retries._value.get() >= 1, timeout=30, what="a retry on the outage")
+        runner.stop.set()  # SIGTERM while the database is down
+        thread.join(20)
+    finally:
+        embedded.start_postgres(services_home)
+    assert codes == [3], "a stop with a batch unapplied exits 3"
+    applied = flood.count_effects(settings)
+    assert _committed(settings, processor.name, _topic(settings)) == applied
+    publisher.join(30)
+    assert Runner(settings, [keyed_sums()], until_idle=1.5, signals=False).run() == 0
+    flood.check_exactly_once(settings, keys=4, per_key=500)
+
+
+def test_a_broker_reset_gives_each_bad_record_its_own_dead_letter(
+    migrated: Settings, tmp_path: Path
+) -> None:
+    """Tansu keeps nothing across a restart: offsets start at 0 again. A new bad record at a
+    reused offset is a new dead letter (its own bytes, its own DLQ record), never merged."""
+    port = embedded.free_port()
+    (tmp_path / "broker").mkdir()
+    broker = embedded.start_broker(tmp_path / "broker", port)
+    try:
+        private = fresh_group(replace(migrated, kafka_bootstrap_servers=f"127.0.0.1:{port}"))
+        private = apply_private(private, tmp_path, "reset.")
+        _produce(private, _topic(private), [(b"k", (b"\xc3\x01first", []))])
+        assert Runner(private, [stock_balances], until_idle=1.5, signals=False).run() == 0
+        embedded.stop_process(broker.pid)
+        broker = embedded.start_broker(tmp_path / "broker", port)  # empty: a reset
+        private = apply_private(private, tmp_path, "")
+        _produce(private, _topic(private), [(b"k", (b"\xc3\x01second", []))])
+        assert Runner(private, [stock_balances], until_idle=1.5, signals=False).run() == 0
+    finally:
+        embedded.stop_process(broker.pid)
+    dead = _rows(private, 'SELECT "offset", value, attempts FROM dead_letters ORDER BY id')
+    assert dead == [(0, b"\xc3\x01first", 1), (0, b"\xc3\x01second", 1)]
+    dlq = _rows(private, "SELECT value FROM outbox WHERE topic LIKE '%.dlq' ORDER BY id")
+    assert dlq == [(b"\xc3\x01first",), (b"\xc3\x01second",)]
