@@ -82,7 +82,7 @@ def test_an_entry_refuses_a_naive_time_and_non_string_detail() -> None:
         AuditEntry("po", "PO-1", "issued", "a", naive, "e", "c")
     aware = naive.replace(tzinfo=dt.UTC)
     with pytest.raises(ValueError, match="detail 'amount' must be a str"):
-        AuditEntry("po", "PO-1", "issued", "a", aware, "e", "c", detail={"amount": 5})  # type: ignore[dict-item]
+        AuditEntry("po", "PO-1", "issued", "a", aware, "e", "c", detail={"amount": 5})
 
 
 def test_from_envelope_takes_the_events_ids_time_entity_and_actor() -> None:
