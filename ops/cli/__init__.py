@@ -11,6 +11,7 @@ import click
 
 from supplybus.errors import SupplybusError
 from supplybus.ops.cli import (  # noqa: F401 - each module registers its commands
+    audit,
     db,
     events,
     holds,
