@@ -91,3 +91,17 @@ def test_verify_on_an_unmigrated_database_is_one_line(settings: Settings, tmp_pa
         == f"error: schema {settings.db_schema}: no audit tables (run `supplybus db migrate`)"
     )
     assert "Traceback" not in done.stderr
+
+
+def test_verify_with_progress_checks_what_verify_checks(migrated: Settings) -> None:
+    from supplybus.ops.cli.audit import _verify_with_progress  # the terminal's path
+
+    with connect(migrated) as conn:
+        append(conn, [entry("REQ-1", n) for n in (1, 2)])
+        conn.commit()
+        tamper(conn, "DELETE FROM audit_log WHERE seq = 1")
+        report = _verify_with_progress(conn, None)
+    assert (report.entries, [str(p) for p in report.problems]) == (
+        1,
+        ["requisition REQ-1 seq 1: deleted (seq 1 missing)"],
+    )

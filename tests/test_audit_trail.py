@@ -162,3 +162,18 @@ def test_the_log_refuses_updates_and_deletes(migrated: Settings) -> None:
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
                 conn.execute(statement)
             conn.rollback()
+
+
+def test_verify_streams_in_small_pages_and_reports_progress(migrated: Settings) -> None:
+    with connect(migrated) as conn:
+        append(conn, [entry(f"REQ-{k:03d}", n) for k in range(60) for n in (1, 2, 3)])
+        conn.commit()
+        tamper(conn, "DELETE FROM audit_heads WHERE entity_id = 'REQ-007'")
+        tamper(conn, "UPDATE audit_log SET action = 'x' WHERE entity_id = 'REQ-059' AND seq = 3")
+        seen: list[int] = []
+        report = verify(conn, on_chain=seen.append, itersize=7)
+        assert (report.entities, report.entries, sum(seen), len(seen)) == (60, 180, 180, 60)
+        assert [str(p) for p in report.problems] == [
+            "requisition REQ-007 seq 3: deleted (its head is missing)",
+            "requisition REQ-059 seq 3: edited (hash mismatch)",
+        ]
