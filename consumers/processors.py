@@ -9,6 +9,7 @@ from supplybus.errors import ConfigError
 
 BUILTIN: dict[str, str] = {
     "stock-balances": "supplybus.consumers.inventory.balances:processor",
+    "masterdata": "supplybus.consumers.masterdata.processor:processor",
 }
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from supplybus.config import Settings
+from supplybus.consumers.processors import BUILTIN
 from supplybus.events.topics import load_catalog
 from supplybus.ops import embedded, services
 from supplybus.ops.topic_admin import inspect
@@ -151,6 +152,6 @@ def test_unknown_processor_is_a_one_line_error(tmp_path: Path) -> None:
     run_cli("down", env={"SUPPLYBUS_HOME": str(tmp_path / "h")})
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: unknown processor 'no-such-processor'; expected one of stock-balances, "
-        "'relay', 'all', or module:attribute"
+        "error: unknown processor 'no-such-processor'; expected one of "
+        f"{', '.join(sorted(BUILTIN))}, 'relay', 'all', or module:attribute"
     ]

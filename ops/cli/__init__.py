@@ -15,6 +15,7 @@ from supplybus.ops.cli import (  # noqa: F401 - each module registers its comman
     db,
     events,
     holds,
+    masterdata,
     processing,
     processors,
     schemas,
