@@ -12,6 +12,7 @@ import pytest
 from supplybus.adapters.postgres import connect
 from supplybus.config import Settings
 from supplybus.consumers.audit import AuditEntry, append, history, verify
+from supplybus.errors import ProcessorError
 
 T0 = dt.datetime(2026, 11, 29, 9, 0, tzinfo=dt.UTC)
 
@@ -177,3 +178,13 @@ def test_verify_streams_in_small_pages_and_reports_progress(migrated: Settings) 
             "requisition REQ-007 seq 3: deleted (its head is missing)",
             "requisition REQ-059 seq 3: edited (hash mismatch)",
         ]
+
+
+def test_verify_refuses_a_connection_with_uncommitted_writes(migrated: Settings) -> None:
+    with connect(migrated) as conn:
+        append(conn, [entry("REQ-1", 1)])
+        with pytest.raises(ProcessorError, match="uncommitted writes"):
+            verify(conn)
+        conn.commit()
+        history(conn, "REQ-1")  # a read-only transaction is fine
+        assert verify(conn).entries == 1

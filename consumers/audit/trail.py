@@ -27,6 +27,7 @@ from supplybus.consumers.audit.chain import (
     extend,
     verify_chain,
 )
+from supplybus.errors import ProcessorError
 
 Entity = tuple[str, str]
 
@@ -169,9 +170,14 @@ def verify(
     itersize: int = 5000,
 ) -> Report:
     """Check every chain (of one type, when given) in one read-only snapshot, streaming the
-    rows through server-side cursors in key order; ``on_chain(entries)`` after each entity."""
+    rows through server-side cursors in key order; ``on_chain(entries)`` after each entity.
+    The connection must hold no uncommitted writes (a read-only transaction is ended)."""
     report = Report()
-    conn.rollback()
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        wrote = conn.execute("SELECT pg_current_xact_id_if_assigned()").fetchone()
+        if wrote is not None and wrote[0] is not None:
+            raise ProcessorError("audit verify needs a connection without uncommitted writes")
+        conn.rollback()  # only reads: a snapshot of its own is what verification needs
     level, read_only = conn.isolation_level, conn.read_only
     conn.isolation_level, conn.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
     try:
