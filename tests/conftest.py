@@ -10,6 +10,8 @@ Tests are isolated by unique topic names and a PostgreSQL schema of their own.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +24,27 @@ from supplybus.config import Settings
 from supplybus.ops import embedded, migrate, topic_admin
 
 pytest_plugins = ["tests.workers"]  # the `workers` fixture (processes running `supplybus run`)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A temporary root of this session's own, unless --basetemp names one.
+
+    pytest's shared root (/tmp/pytest-of-<user>) is made private again by every pytest session
+    that starts; the embedded PostgreSQL runs as another user, so a second session started
+    meanwhile (a developer's, beside CI's) would cut the first one's database off its files.
+    """
+    if config.option.basetemp is None:
+        config.option.basetemp = tempfile.mkdtemp(prefix="supplybus-pytest-")
+        config.stash[_OWN_BASETEMP] = config.option.basetemp
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    own = config.stash.get(_OWN_BASETEMP, None)
+    if own is not None:
+        shutil.rmtree(own, ignore_errors=True)
+
+
+_OWN_BASETEMP = pytest.StashKey[str]()
 
 
 @pytest.fixture(scope="session")
