@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from supplybus.consumers.approvals.federation import PolicySet, load_policies
+from supplybus.consumers.approvals.policy import parse_policy, supersedes
 from supplybus.consumers.approvals.routing import Request, route
 from supplybus.errors import BusinessRuleError, ConfigError
 
@@ -240,3 +241,13 @@ def test_the_shipped_policies_load_and_tighten_in_layers() -> None:
 def test_an_empty_folder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"expected policy files \(\*.yaml\), found none"):
         load_policies(tmp_path)
+
+
+def test_a_changed_document_needs_a_higher_version() -> None:
+    v3 = parse_policy(ENTERPRISE, "e.yaml")
+    assert supersedes(None, v3)
+    assert supersedes((2, "old"), v3)
+    assert not supersedes((3, v3.checksum), v3)  # the same document again
+    assert not supersedes((4, "newer"), v3)  # a late older version
+    with pytest.raises(BusinessRuleError, match="e.yaml: version: std v3 is already published"):
+        supersedes((3, "0" * 64), v3)

@@ -120,10 +120,10 @@ def test_publish_sends_each_file_as_approval_policy_upserted(
     catalog = EventCatalog.from_settings(isolated)
     topic = catalog.topics.topic_for("ApprovalPolicyUpserted")
     folder = copy_policies(tmp_path)
-    for _ in range(2):  # the same files twice: the same event ids
+    for again in ("", " (3 unchanged)"):  # the same files twice: the same event ids
         code, out, err = run(capsys, "publish", str(folder))
         assert code == 0, err
-        assert f"published 3 ApprovalPolicyUpserted event(s) to {topic.name}" in out
+        assert f"published 3 ApprovalPolicyUpserted event(s) to {topic.name}{again}" in out
     records = read_all(isolated, topic.name, topic.partitions, expect=6)
     decoded = [catalog.codec.decode(m.value()) for m in records]
     assert len(decoded) == 6 and len({d.envelope["event_id"] for d in decoded}) == 3
@@ -158,3 +158,35 @@ def test_publish_sends_nothing_when_a_file_is_refused(
     assert "expected at most 1d" in err
     topic = EventCatalog.from_settings(isolated).topics.topic_for("ApprovalPolicyUpserted")
     assert read_all(isolated, topic.name, topic.partitions, expect=0, timeout=2) == []
+
+
+def test_publish_refuses_a_changed_document_under_a_published_version(
+    isolated: Settings,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in cli_env(isolated, tmp_path / "home").items():
+        monkeypatch.setenv(name, value)
+    folder = copy_policies(tmp_path)
+    assert run(capsys, "publish", str(folder))[0] == 0
+    east = folder / "entity-ent-east.yaml"
+    east.write_text(east.read_text().replace("sla: 1h", "sla: 45m"))
+    code, _, err = run(capsys, "publish", str(folder))
+    assert code == 2
+    assert err.startswith(
+        f"error: {east}: version: entity-ent-east v1 is already published with another "
+        "document (sha256 "
+    )
+    assert err.endswith("expected version 2 or more\n")
+    east.write_text(east.read_text().replace("version: 1", "version: 2"))
+    code, out, err = run(capsys, "publish", str(folder))
+    assert code == 0, err
+    assert "(2 unchanged)" in out
+    east.write_text(east.read_text().replace("version: 2", "version: 1"))
+    code, _, err = run(capsys, "publish", str(folder))
+    assert code == 2
+    assert "version: entity-ent-east v2 is published; expected version 2 or more, got 1" in err
+    topic = EventCatalog.from_settings(isolated).topics.topic_for("ApprovalPolicyUpserted")
+    sent = read_all(isolated, topic.name, topic.partitions, expect=6)
+    assert len(sent) == 6  # 3 + 3: the refused runs sent nothing

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from supplybus.consumers.approvals.federation import Policy, PolicySet
-from supplybus.consumers.approvals.policy import CATEGORIES, CONDITIONS, URGENCIES, duration_text
+from supplybus.consumers.approvals.fields import duration_text
+from supplybus.consumers.approvals.policy import CATEGORIES, CONDITIONS, URGENCIES
 from supplybus.consumers.approvals.routing import Request, Route, route
 from supplybus.errors import ConfigError
 

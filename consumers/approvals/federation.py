@@ -14,13 +14,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from supplybus.consumers.approvals.fields import duration_text
 from supplybus.consumers.approvals.policy import (
     AutoApprove,
     Band,
     Expedite,
     PolicyDoc,
     Requirement,
-    duration_text,
     parse_policy,
 )
 from supplybus.errors import BusinessRuleError, ConfigError

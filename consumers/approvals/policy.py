@@ -9,14 +9,14 @@ and refuses a bad one with one line naming the file, the rule and what was expec
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import yaml
 
-from supplybus.errors import ConfigError
+from supplybus.consumers.approvals.fields import FieldParser, kind, listed
+from supplybus.errors import BusinessRuleError, ConfigError
 from supplybus.events.domain_checks import CURRENCIES
 
 SCOPES = ("ENTERPRISE", "ENTITY", "FACILITY")
@@ -33,10 +33,6 @@ _KEYS = {
     "policy_id", "scope", "scope_id", "entity_id", "version", "description", "currency",
     "default_sla", "auto_approve", "spend_bands", "categories", "conditions", "urgency",
 }  # fmt: skip
-_RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_ROLE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
-_DURATION = re.compile(r"([1-9][0-9]{0,5})([mhd])")
-_MINUTES = {"m": 1, "h": 60, "d": 1440}
 
 
 @dataclass(frozen=True)
@@ -124,11 +120,11 @@ def parse_policy(text: str, source: str) -> PolicyDoc:
             f"{source}: {line}expected valid YAML ({exc.__class__.__name__})"
         ) from exc
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping of policy fields, got {_kind(raw)}")
+        raise ConfigError(f"{source}: expected a mapping of policy fields, got {kind(raw)}")
     unknown = sorted(str(k) for k in raw if k not in _KEYS)
     if unknown:
-        raise ConfigError(f"{source}: {unknown[0]}: unknown field; expected one of {_list(_KEYS)}")
-    p = _Parser(source)
+        raise ConfigError(f"{source}: {unknown[0]}: unknown field; expected one of {listed(_KEYS)}")
+    p = FieldParser(source)
     scope = p.choice(raw.get("scope"), "scope", SCOPES)
     scope_id = p.name(raw.get("scope_id"), "scope_id") if scope != "ENTERPRISE" else None
     if scope == "ENTERPRISE" and raw.get("scope_id") is not None:
@@ -190,118 +186,16 @@ def _check_complete(doc: PolicyDoc) -> None:
             raise doc.fail(f"urgency.{name}.sla", "a duration such as 2h")
 
 
-class _Parser:
-    """Field checks of one file; each failure is one line naming the file and the field."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def error(self, path: str, expected: str, got: object) -> ConfigError:
-        return ConfigError(f"{self.source}: {path}: expected {expected}, got {got!r}")
-
-    def name(self, value: object, path: str) -> str:
-        if not isinstance(value, str) or not _RULE_ID.fullmatch(value):
-            raise self.error(path, "an id of letters, digits, '.', '_' or '-'", value)
-        return value
-
-    def choice(self, value: object, path: str, choices: tuple[str, ...]) -> str:
-        if value not in choices:
-            raise self.error(path, f"one of {', '.join(choices)}", value)
-        return str(value)
-
-    def seq(self, value: object, path: str) -> list[Any]:
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            raise self.error(path, "a list", _kind(value))
-        return value
-
-    def duration(self, value: object, path: str, *, optional: bool = False) -> int | None:
-        if value is None and optional:
-            return None
-        match = _DURATION.fullmatch(value) if isinstance(value, str) else None
-        if match is None:
-            raise self.error(path, "a duration such as 30m, 4h or 2d", value)
-        return int(match[1]) * _MINUTES[match[2]]
-
-    def amount(self, value: object, path: str) -> Decimal:
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            raise self.error(path, 'an amount as a string such as "5000.00" or an integer', value)
-        try:
-            amount = Decimal(value)
-        except InvalidOperation:
-            raise self.error(path, "a decimal amount", value) from None
-        if not amount.is_finite() or amount < 0 or amount.as_tuple().exponent < -4:  # type: ignore[operator]
-            raise self.error(path, "an amount >= 0 with at most 4 decimals", value)
-        return amount
-
-    def rule(
-        self, value: object, path: str, fields: set[str], *, optional: bool = False
-    ) -> dict[str, Any]:
-        """A rule mapping: ``id`` plus ``fields``, each checked; absent fields are None."""
-        if value is None and optional:
-            return {}
-        if not isinstance(value, dict):
-            raise self.error(path, f"a mapping with id and {_list(fields)}", _kind(value))
-        unknown = sorted(str(k) for k in value if k not in fields | {"id"})
-        if unknown:
-            raise ConfigError(
-                f"{self.source}: {path}.{unknown[0]}: unknown field; expected one of id, "
-                f"{_list(fields)}"
-            )
-        rule: dict[str, Any] = {"id": self.name(value.get("id"), f"{path}.id")}
-        for key in sorted(fields):
-            got = value.get(key)
-            where = f"{path}.{key}"
-            if got is None:
-                rule[key] = () if key == "roles" else None
-            elif key in ("from", "below"):
-                rule[key] = self.amount(got, where)
-            elif key == "sla":
-                rule[key] = self.duration(got, where)
-            elif key == "role":
-                rule[key] = self.role(got, where)
-            else:
-                roles = self.seq(got, where)
-                rule[key] = tuple(self.role(r, f"{where}[{i}]") for i, r in enumerate(roles))
-        return rule
-
-    def role(self, value: object, path: str) -> str:
-        if not isinstance(value, str) or not _ROLE.fullmatch(value):
-            raise self.error(path, "a role in capitals such as DIRECTOR", value)
-        return value
-
-    def table(
-        self, value: object, path: str, names: tuple[str, ...], fields: set[str]
-    ) -> dict[str, dict[str, Any] | None]:
-        """A mapping name -> rule; a null rule is kept as None (an attempt to drop one)."""
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise self.error(path, f"a mapping of {', '.join(names)} to rules", _kind(value))
-        table: dict[str, dict[str, Any] | None] = {}
-        for name in sorted(value, key=str):
-            if name not in names:
-                raise ConfigError(
-                    f"{self.source}: {path}.{name}: unknown name; "
-                    f"expected one of {', '.join(names)}"
-                )
-            rule = value[name]
-            table[name] = None if rule is None else self.rule(rule, f"{path}.{name}", fields)
-        return table
-
-
-def _kind(value: object) -> str:
-    return "nothing" if value is None else type(value).__name__
-
-
-def _list(names: set[str]) -> str:
-    return ", ".join(sorted(names))
-
-
-def duration_text(minutes: int) -> str:
-    """Minutes as the policy files write them: 30m, 4h, 2d."""
-    for unit in ("d", "h"):
-        if minutes % _MINUTES[unit] == 0:
-            return f"{minutes // _MINUTES[unit]}{unit}"
-    return f"{minutes}m"
+def supersedes(published: tuple[int, str] | None, doc: PolicyDoc) -> bool:
+    """Whether ``doc`` replaces the published (version, checksum) of its policy: a higher
+    version does; the same document again, or an older version, does not; the same version
+    with another document is refused (a changed policy needs a new version)."""
+    if published is None or doc.version > published[0]:
+        return True
+    version, checksum = published
+    if doc.version == version and doc.checksum != checksum:
+        raise BusinessRuleError(
+            f"{doc.source}: version: {doc.policy_id} v{version} is already published with "
+            f"another document (sha256 {checksum[:12]}); expected version {version + 1} or more"
+        )
+    return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+from contextlib import closing
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,14 @@ from typing import Any
 import click
 from rich.table import Table
 
+from supplybus.adapters.kafka import read_records
+from supplybus.config import Settings
 from supplybus.consumers.approvals.federation import Policy, PolicySet, load_policies
-from supplybus.consumers.approvals.policy import CATEGORIES, URGENCIES, PolicyDoc, duration_text
+from supplybus.consumers.approvals.fields import duration_text
+from supplybus.consumers.approvals.policy import CATEGORIES, URGENCIES, PolicyDoc, supersedes
 from supplybus.consumers.approvals.routing import Request, route
 from supplybus.errors import ConfigError
+from supplybus.events.catalog import EventCatalog
 from supplybus.events.envelope import deterministic_id, new_envelope
 from supplybus.ops.cli.root import Context, cli, emit_json, json_option, out, pass_ctx
 from supplybus.producers.publisher import Publisher
@@ -131,16 +136,41 @@ def publish_cmd(ctx: Context, directory: Path | None) -> None:
     """Publish every policy file as ApprovalPolicyUpserted: all valid, or nothing is sent.
 
     Event ids derive from policy id, version and document checksum: publishing the same
-    files again yields the same ids, which processors skip.
+    files again yields the same ids, which processors skip. A file whose document changed
+    under a version already on the topic, or older than it, is refused.
     """
     found = load_policies(directory)
     records = [policy_record(doc, getpass.getuser()) for doc in found.docs]
     running = ctx.running(database=False)
     with Publisher.from_settings(running) as publisher:
+        published = _published(running, publisher.catalog)
+        stale = [d for d in found.docs if not supersedes(published.get(d.policy_id), d)]
+        for doc in stale:
+            version = published[doc.policy_id][0]
+            if doc.version < version:
+                raise ConfigError(
+                    f"{doc.source}: version: {doc.policy_id} v{version} is published; expected "
+                    f"version {version} or more, got {doc.version}"
+                )
         prepared = publisher.publish_all(records, labels=[d.source for d in found.docs])
         publisher.flush()
     topics = ", ".join(sorted({p.topic for p in prepared}))
-    out.print(f"published {len(prepared)} ApprovalPolicyUpserted event(s) to {topics}")
+    again = f" ({len(stale)} unchanged)" if stale else ""
+    out.print(f"published {len(prepared)} ApprovalPolicyUpserted event(s) to {topics}{again}")
+
+
+def _published(settings: Settings, catalog: EventCatalog) -> dict[str, tuple[int, str]]:
+    """(version, checksum) of the newest published version of each policy, as far as the topic
+    shows it within a quiet second (a guard for operators; processors check again)."""
+    spec = catalog.topics.topic_for("ApprovalPolicyUpserted")
+    newest: dict[str, tuple[int, str]] = {}
+    lanes = {spec.name: spec.partitions}
+    with closing(read_records(settings, lanes, quiet_s=1.0, timeout_s=15.0)) as records:
+        for msg in records:
+            r = catalog.codec.decode(msg.value()).record
+            if r["version"] >= newest.get(r["policy_id"], (0, ""))[0]:
+                newest[r["policy_id"]] = (r["version"], r["checksum"])
+    return newest
 
 
 def policy_record(doc: PolicyDoc, actor: str) -> dict[str, Any]:
