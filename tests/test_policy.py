@@ -11,6 +11,8 @@ from supplybus.consumers.approvals.federation import PolicySet, load_policies
 from supplybus.consumers.approvals.policy import parse_policy, supersedes
 from supplybus.consumers.approvals.routing import Request, route
 from supplybus.errors import BusinessRuleError, ConfigError
+from supplybus.events.samples import sample_record
+from supplybus.events.schema_store import default_store
 
 ENTERPRISE = """
 policy_id: std
@@ -251,3 +253,17 @@ def test_a_changed_document_needs_a_higher_version() -> None:
     assert not supersedes((4, "newer"), v3)  # a late older version
     with pytest.raises(BusinessRuleError, match="e.yaml: version: std v3 is already published"):
         supersedes((3, "0" * 64), v3)
+
+
+def test_a_request_from_a_requisition_record() -> None:
+    record = sample_record(default_store().latest("RequisitionSubmitted"), seed=3)
+    record["envelope"] |= {"entity_id": "ENT-EAST", "facility_id": "FAC-E1"}
+    record |= {"urgency": "STAT", "grant_funded": True,
+               "total": {"amount": Decimal("12000.0000"), "currency": "USD"}}  # fmt: skip
+    req = Request.of_requisition(record, ["IMPLANT", "IMPLANT"], over_budget=True)
+    assert (req.entity_id, req.facility_id, req.urgency, req.total) == (
+        "ENT-EAST", "FAC-E1", "STAT", Decimal("12000.0000"))  # fmt: skip
+    assert req.categories == {"IMPLANT"} and req.grant_funded and req.over_budget
+    r = route(req, load_policies().effective("ENT-EAST", "FAC-E1"))
+    assert [s.role for s in r.steps] == ["FINANCE", "GRANTS_OFFICE", "SOURCING", "MANAGER",
+                                         "DIRECTOR"]  # fmt: skip

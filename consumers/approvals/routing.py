@@ -10,7 +10,7 @@ caps every step's SLA. No step at all: the requisition is auto-approved.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -54,6 +54,31 @@ class Request:
 
     def condition(self, name: str) -> bool:
         return bool(getattr(self, name))
+
+    @classmethod
+    def of_requisition(
+        cls,
+        record: Mapping[str, Any],
+        categories: Iterable[str],
+        *,
+        off_contract: bool = False,
+        over_budget: bool = False,
+    ) -> Request:
+        """From a RequisitionSubmitted (or Validated) record and what validation found out:
+        the item categories of its lines, off-contract lines, over budget."""
+        envelope = record["envelope"]
+        return cls(
+            entity_id=envelope["entity_id"],
+            facility_id=envelope["facility_id"],
+            cost_center_id=record["cost_center_id"],
+            urgency=record["urgency"],
+            total=record["total"]["amount"],
+            currency=record["total"]["currency"],
+            categories=frozenset(categories),
+            grant_funded=bool(record.get("grant_funded", False)),
+            off_contract=off_contract,
+            over_budget=over_budget,
+        )
 
 
 @dataclass(frozen=True)
