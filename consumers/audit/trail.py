@@ -86,7 +86,7 @@ def append(conn: psycopg.Connection, entries: Iterable[AuditEntry]) -> list[Audi
     rows = [row for entity, new in fresh.items() for row in extend(heads[entity], new)]
     if not rows:
         return []
-    conn.execute(_INSERT, (json.dumps([_as_json(r) for r in rows]),))
+    conn.execute(_INSERT, (json.dumps([row_as_json(r) for r in rows]),))
     last = {r.entry.entity: r for r in rows}
     conn.execute(
         _MOVE_HEADS,
@@ -100,7 +100,8 @@ def append(conn: psycopg.Connection, entries: Iterable[AuditEntry]) -> list[Audi
     return rows
 
 
-def _as_json(row: AuditRow) -> dict[str, Any]:
+def row_as_json(row: AuditRow) -> dict[str, Any]:
+    """One row as plain JSON values (times in the canonical form): stored and shown alike."""
     e = row.entry
     return {
         "entity_type": e.entity_type,

@@ -253,15 +253,7 @@ class Lane:
             return
         if outcome is not None:
             self.stats.last_record_at = time.monotonic()
-            account(
-                self.stats,
-                self.metrics,
-                self.processor.name,
-                self.lane,
-                outcome,
-                0,
-                time.perf_counter() - started,
-            )
+            self._account(outcome, 0, started)
             log.info("released %d held event(s)", len(outcome.applied), extra=self._ctx())
 
     def _release_once(self) -> Outcome | None:
@@ -301,19 +293,15 @@ class Lane:
                 return False
             crashpoints.reached("after-db-commit")
             self._commit(consumer, pending.msgs)
-            account(
-                self.stats,
-                self.metrics,
-                self.processor.name,
-                self.lane,
-                outcome,
-                pending.batch.skipped,
-                time.perf_counter() - pending.started,
-            )
+            self._account(outcome, pending.batch.skipped, pending.started)
             self.stats.last_record_at = time.monotonic()  # quiet counts from the last commit
             return True
         finally:
             self.stats.busy = self._pending is not None
+
+    def _account(self, outcome: Outcome, skipped: int, started: float) -> None:
+        seconds = time.perf_counter() - started
+        account(self.stats, self.metrics, self.processor.name, self.lane, outcome, skipped, seconds)
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:

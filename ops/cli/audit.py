@@ -14,8 +14,8 @@ from rich.table import Table
 
 from supplybus.adapters.postgres import connect
 from supplybus.config import Settings
-from supplybus.consumers.audit import AuditRow, Report, history, verify
-from supplybus.consumers.audit.trail import count
+from supplybus.consumers.audit import Report, history, verify
+from supplybus.consumers.audit.trail import count, row_as_json
 from supplybus.errors import ConfigError
 from supplybus.ops.cli.root import Context, cli, emit_json, json_option, out, pass_ctx
 
@@ -57,7 +57,7 @@ def _show(settings: Settings, entity_id: str, entity_type: str | None, as_json: 
         of_type = f" of type {entity_type}" if entity_type else ""
         raise ConfigError(f"audit: no entries for entity {entity_id!r}{of_type}")
     if as_json:
-        emit_json([_as_dict(r) for r in rows])
+        emit_json([row_as_json(r) for r in rows])
         return
     several = len({r.entry.entity_type for r in rows}) > 1
     table = Table(*(["type"] if several else []), "seq", "at", "actor", "action", "why", "event")
@@ -70,26 +70,6 @@ def _show(settings: Settings, entity_id: str, entity_type: str | None, as_json: 
     out.print(f"{rows[0].entry.entity_type if not several else ''} {entity_id}".strip())
     out.print(table)
     out.print(f"head hash {rows[-1].hash[:16]}")
-
-
-def _as_dict(r: AuditRow) -> dict[str, object]:
-    e = r.entry
-    return {
-        "entity_type": e.entity_type,
-        "entity_id": e.entity_id,
-        "seq": r.seq,
-        "at": e.at.isoformat(),
-        "actor": e.actor,
-        "action": e.action,
-        "reason": e.reason,
-        "rule_ids": list(e.rule_ids),
-        "rule_version": e.rule_version,
-        "detail": dict(e.detail),
-        "event_id": e.event_id,
-        "correlation_id": e.correlation_id,
-        "prev_hash": r.prev_hash,
-        "hash": r.hash,
-    }
 
 
 def _verify(settings: Settings, entity_type: str | None, as_json: bool) -> None:
