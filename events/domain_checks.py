@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import cached_property
 from typing import Any, Literal
 
 from supplybus.errors import FieldError
@@ -81,6 +82,15 @@ class _Target:
     kind: Kind
     steps: tuple[str, ...]
 
+    @cached_property
+    def simple(self) -> bool:
+        """No list on the way: the value is found by plain lookups (the fast path)."""
+        return "*" not in self.steps
+
+    @cached_property
+    def path(self) -> str:
+        return ".".join(self.steps)
+
 
 _plans: dict[str, tuple[_Target, ...]] = {}
 
@@ -148,24 +158,49 @@ def _values(value: Any, steps: tuple[str, ...], i: int, path: str) -> Iterator[t
 
 
 def check_domain(sv: SchemaVersion, record: Mapping[str, Any]) -> list[FieldError]:
-    """Every domain error of a conformed record (empty when it passes)."""
+    """Every domain error of a conformed record (empty when it passes).
+
+    Runs on every consumed event, so the common case (fields not inside lists, decoded into
+    dicts) is plain lookups, and nothing is allocated unless there is an error.
+    """
     errors: list[FieldError] = []
     signed = sv.event_type == "StockMovement" and record.get("kind") == "ADJUSTMENT"
     for target in _targets(sv):
-        for path, v in _values(record, target.steps, 0, ""):
-            if target.kind == "gtin":
-                if isinstance(v, str) and not gtin_is_valid(v):
-                    errors.append(
-                        FieldError(path, "a GS1 GTIN-8/12/13/14 with a valid check digit", v)
-                    )
-            elif not isinstance(v, Mapping) or not _KEYS[target.kind] <= v.keys():
-                continue  # conformance already reported what is missing
-            elif target.kind == "quantity":
-                name = target.steps[-1] if target.steps else ""
-                errors.extend(_quantity(path, name, v, signed=signed and path == "quantity"))
-            else:
-                errors.extend(_money(path, v))
+        if target.simple:
+            value: Any = record
+            for step in target.steps:
+                value = value.get(step) if isinstance(value, dict | Mapping) else None
+                if value is None:
+                    break
+            if value is not None and not _passes(target, value, signed):
+                _check(target, target.path, value, signed, errors)
+        else:
+            for path, v in _values(record, target.steps, 0, ""):
+                _check(target, path, v, signed, errors)
     return errors
+
+
+def _passes(target: _Target, v: Any, signed: bool) -> bool:
+    """The fast answer for the common valid value (False: look closer with ``_check``)."""
+    if target.kind != "quantity" or type(v) is not dict:
+        return False
+    value, uom = v.get("value"), v.get("uom")
+    if type(value) is not Decimal or uom not in UNITS_OF_MEASURE:
+        return False
+    return value > 0 and not (signed and target.path == "quantity")
+
+
+def _check(target: _Target, path: str, v: Any, signed: bool, errors: list[FieldError]) -> None:
+    if target.kind == "gtin":
+        if isinstance(v, str) and not gtin_is_valid(v):
+            errors.append(FieldError(path, "a GS1 GTIN-8/12/13/14 with a valid check digit", v))
+    elif not isinstance(v, Mapping) or not _KEYS[target.kind] <= v.keys():
+        return  # conformance already reported what is missing
+    elif target.kind == "quantity":
+        name = target.steps[-1] if target.steps else ""
+        errors.extend(_quantity(path, name, v, signed=signed and path == "quantity"))
+    else:
+        errors.extend(_money(path, v))
 
 
 def _quantity(path: str, name: str, q: Mapping[str, Any], *, signed: bool) -> list[FieldError]:

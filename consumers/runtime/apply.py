@@ -54,6 +54,7 @@ class BatchApplier:
         self.dlq_topic_of = dlq_topic_of
         self.windows: dict[str, Window] = {}  # dead-letter budget per topic, as committed
         self._blocks: hold.KeyBlocks | None = None  # the current transaction's held keys
+        self._clean = True  # no dead letter in any budget window (the fast path)
 
     def apply(
         self,
@@ -129,6 +130,7 @@ class BatchApplier:
                 self._check_not_every_event(events, outcome)
             windows = self._spend_budget(events, failures, outcome)
         self.windows = windows
+        self._clean = all(w.consecutive == 0 and not any(w.recent) for w in windows.values())
         return outcome
 
     def _start_blocks(
@@ -142,6 +144,8 @@ class BatchApplier:
     def _spend_budget(
         self, events: Sequence[Event], failures: Sequence[Failure], outcome: Outcome
     ) -> dict[str, Window]:
+        if not outcome.dead and self._clean:
+            return self.windows  # nothing dead, now or in any window: the budget is untouched
         dead = {(f.topic, f.partition, f.offset) for f in outcome.dead}
         where = sorted(
             {(e.topic, e.partition, e.offset) for e in events}

@@ -9,7 +9,7 @@ Records of types this processor does not consume are skipped (their offsets stil
 
 from __future__ import annotations
 
-import uuid
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -83,12 +83,17 @@ class BatchDecoder:
         return Event(decoded.event_type, record, topic, *where, msg)
 
 
+#: The spellings of a UUID that both Python and PostgreSQL read (braces, case, hyphens).
+_UUID = re.compile(
+    r"\{?[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}\}?"
+)
+
+
 def _envelope_errors(envelope: Mapping[str, Any], event_type: str) -> list[FieldError]:
     errors: list[FieldError] = []
-    try:
-        uuid.UUID(str(envelope.get("event_id")))
-    except ValueError:
-        errors.append(FieldError("envelope.event_id", "a UUID", envelope.get("event_id")))
+    event_id = envelope.get("event_id")
+    if not isinstance(event_id, str) or _UUID.fullmatch(event_id) is None:
+        errors.append(FieldError("envelope.event_id", "a UUID", event_id))
     if envelope.get("event_type") != event_type:
         errors.append(
             FieldError(
