@@ -10,6 +10,7 @@ from supplybus.errors import ConfigError
 BUILTIN: dict[str, str] = {
     "stock-balances": "supplybus.consumers.inventory.balances:processor",
     "masterdata": "supplybus.consumers.masterdata.processor:processor",
+    "requisitions": "supplybus.consumers.procurement.processor:requisitions",
 }
 
 

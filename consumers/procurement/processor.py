@@ -1,0 +1,230 @@
+"""requisitions: RequisitionSubmitted -> RequisitionValidated or RequisitionRejected.
+
+Per batch, in the handler's transaction: the master data the batch refers to is read
+set-based (suppliers, items, their units and contract prices, cost centers with their
+budgets: five queries whatever the batch size), the pure rules of ``validation`` are applied,
+and each requisition gets one event (``caused_by(..., emitter="requisitions",
+discriminator=requisition_id)``, so a re-run emits the same id) and one audit entry.
+
+A valid requisition is routed with ``approvals.route`` under its entity's and facility's
+effective policy (the shipped ``schemas/policies``, loaded once when the processor is built).
+RequisitionValidated has no field for the route, so the audit entry records it: the rules of
+each step (``rule_ids``), the policy ids and versions (``rule_version``, ``id@v,...``) and the
+whole route as JSON (``detail["route"]``).
+
+Missing master data is not a rejection: a requisition naming an item the item master does not
+know (yet) raises ``BusinessRuleError``; the runtime dead-letters it and holds its key
+(``on_dead_letter="hold_key"``), and the dead-letter workbench replays it once the master data
+has arrived. An unknown supplier or cost center is a rejection reason like any other.
+
+Committed and actual spend count as zero until the finance read models exist.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+
+import psycopg
+
+from supplybus.consumers import audit
+from supplybus.consumers.approvals.federation import PolicySet, load_policies
+from supplybus.consumers.approvals.routing import Request, Route, route
+from supplybus.consumers.procurement.validation import (
+    UNKNOWN_ITEM,
+    ContractPrice,
+    CostCenter,
+    Finding,
+    Item,
+    MasterData,
+    Reason,
+    Supplier,
+    budget_period,
+    validate,
+)
+from supplybus.consumers.runtime.processor import Event, Processor, Record
+from supplybus.errors import BusinessRuleError
+from supplybus.events.envelope import caused_by
+
+NAME = "requisitions"
+ENTITY_TYPE = "requisition"
+
+
+def requisitions(policies: PolicySet | None = None) -> Processor:
+    """The processor, with ``policies`` (default: the shipped policy set, loaded now)."""
+    policy_set = policies if policies is not None else load_policies()
+
+    def handle(events: Sequence[Event], conn: psycopg.Connection) -> list[Record]:
+        records = [e.record for e in events]
+        master = read_master(conn, records)
+        emitted: list[Record] = []
+        entries: list[audit.AuditEntry] = []
+        for record in records:
+            day = submitted_on(record)
+            finding = validate(record, master(budget_period(day)), day)
+            missing = sorted({r.message for r in finding.reasons if r.code == UNKNOWN_ITEM})
+            if missing:
+                raise BusinessRuleError(
+                    f"requisition {record['requisition_id']}: {'; '.join(missing)}; "
+                    "replay it once the item master has it"
+                )
+            event, entry = decide(record, finding, policy_set)
+            emitted.append(event)
+            entries.append(entry)
+        audit.append(conn, entries)
+        return emitted
+
+    return Processor(
+        name=NAME,
+        consumes=("RequisitionSubmitted",),
+        handle=handle,
+        description="Validates requisitions against the master data and routes them.",
+        on_dead_letter="hold_key",  # an approval must never overtake its requisition
+    )
+
+
+def submitted_on(record: Record) -> dt.date:
+    """The day (UTC) a requisition was submitted: its contract prices and budget period."""
+    at: dt.datetime = record["envelope"]["occurred_at"]
+    return at.astimezone(dt.UTC).date()
+
+
+def decide(
+    record: Record, finding: Finding, policies: PolicySet
+) -> tuple[Record, audit.AuditEntry]:
+    """The event and the audit entry for one requisition."""
+    parent, rid = record["envelope"], str(record["requisition_id"])
+    routed: Route | None = None
+    reasons = list(finding.reasons)
+    if not reasons:
+        try:
+            routed = route_of(record, finding, policies)
+        except BusinessRuleError as exc:
+            reasons.append(Reason("NOT_ROUTABLE", None, f"approval policy: {exc}"))
+    if routed is None:
+        event: Record = {
+            "envelope": caused_by(parent, "RequisitionRejected", emitter=NAME, discriminator=rid),
+            "requisition_id": rid,
+            "reasons": [r.as_record() for r in reasons],
+        }
+        entry = audit.from_envelope(
+            parent, entity_type=ENTITY_TYPE, entity_id=rid, action="rejected", actor=NAME,
+            reason="; ".join(f"{r.code}: {r.message}" for r in reasons),
+            detail={"event_id": event["envelope"]["event_id"],
+                    "codes": ",".join(r.code for r in reasons)},
+        )  # fmt: skip
+        return event, entry
+    budget = "OVER_BUDGET" if finding.over_budget else "WITHIN_BUDGET"
+    event = {
+        "envelope": caused_by(parent, "RequisitionValidated", emitter=NAME, discriminator=rid),
+        "requisition_id": rid,
+        "total": dict(record["total"]),
+        "flags": list(finding.flags),
+        "budget_status": budget,
+    }
+    rules = [s.rule for s in routed.steps] or [routed.auto_approved_by or ""]
+    entry = audit.from_envelope(
+        parent, entity_type=ENTITY_TYPE, entity_id=rid, action="validated", actor=NAME,
+        reason=_why(routed, finding),
+        rule_ids=[r for r in rules if r],
+        rule_version=",".join(f"{p}@{v}" for p, v in routed.policies),
+        detail={"event_id": event["envelope"]["event_id"], "flags": ",".join(finding.flags),
+                "budget_status": budget, "route": json.dumps(routed.to_json(), sort_keys=True)},
+    )  # fmt: skip
+    return event, entry
+
+
+def route_of(record: Record, finding: Finding, policies: PolicySet) -> Route:
+    """The approval route of a requisition that passed validation."""
+    envelope = record["envelope"]
+    policy = policies.effective(envelope["entity_id"], envelope["facility_id"])
+    request = Request.of_requisition(
+        record,
+        finding.categories,
+        off_contract=finding.off_contract,
+        over_budget=finding.over_budget,
+    )
+    return route(request, policy)
+
+
+def _why(routed: Route, finding: Finding) -> str:
+    flags = f" ({', '.join(finding.flags)})" if finding.flags else ""
+    if routed.auto_approved:
+        return f"valid{flags}; auto-approved by {routed.auto_approved_by}"
+    return f"valid{flags}; route: {' > '.join(s.role for s in routed.steps)}"
+
+
+_SUPPLIERS = "SELECT supplier_id, status, entity_ids FROM suppliers WHERE supplier_id = ANY(%s)"
+_ITEMS = "SELECT item_id, gtin, category, base_uom, orderable FROM items WHERE item_id = ANY(%s)"
+_UNITS = "SELECT item_id, uom, factor FROM item_units WHERE item_id = ANY(%s)"
+_PRICES = (
+    "SELECT item_id, supplier_id, uom, amount, currency, valid_from, valid_to"
+    " FROM contract_prices WHERE item_id = ANY(%s) ORDER BY item_id, supplier_id, uom, valid_from"
+)
+_CENTERS = (
+    "SELECT c.cost_center_id, c.owning_entity_id, c.status, b.period, b.amount"
+    " FROM cost_centers c LEFT JOIN cost_center_budgets b USING (cost_center_id)"
+    " WHERE c.cost_center_id = ANY(%s)"
+)
+
+
+class _Snapshot:
+    """The batch's master data; ``snapshot(period)`` is it with that period's budgets."""
+
+    def __init__(
+        self,
+        suppliers: Mapping[str, Supplier],
+        items: Mapping[str, Item],
+        centers: Mapping[str, tuple[str, str]],
+        budgets: Mapping[tuple[str, str], Decimal],
+    ) -> None:
+        self.suppliers, self.items, self.centers, self.budgets = suppliers, items, centers, budgets
+        self.by_period: dict[str, MasterData] = {}
+
+    def __call__(self, period: str) -> MasterData:
+        found = self.by_period.get(period)
+        if found is None:
+            centers = {
+                cid: CostCenter(cid, entity, status, self.budgets.get((cid, period)))
+                for cid, (entity, status) in self.centers.items()
+            }
+            found = self.by_period[period] = MasterData(self.suppliers, self.items, centers)
+        return found
+
+
+def read_master(conn: psycopg.Connection, records: Sequence[Record]) -> _Snapshot:
+    """Everything ``records`` refer to, read in five set-based queries."""
+    supplier_ids, item_ids, center_ids = set(), set(), set()
+    for r in records:
+        center_ids.add(r["cost_center_id"])
+        for line in r["lines"]:
+            item_ids.add(line["item_id"])
+            if line.get("supplier_id"):
+                supplier_ids.add(line["supplier_id"])
+            if line.get("cost_center_id"):
+                center_ids.add(line["cost_center_id"])
+    suppliers = {
+        sid: Supplier(sid, status, frozenset(entities))
+        for sid, status, entities in conn.execute(_SUPPLIERS, (sorted(supplier_ids),))
+    }
+    wanted = sorted(item_ids)
+    units: dict[str, dict[str, Decimal]] = {}
+    for iid, uom, factor in conn.execute(_UNITS, (wanted,)):
+        units.setdefault(iid, {})[uom] = factor
+    prices: dict[str, list[ContractPrice]] = {}
+    for iid, *price in conn.execute(_PRICES, (wanted,)):
+        prices.setdefault(iid, []).append(ContractPrice(*price))
+    items = {
+        iid: Item(iid, gtin, category, base, orderable,
+                  units.get(iid, {base: Decimal(1)}), tuple(prices.get(iid, ())))
+        for iid, gtin, category, base, orderable in conn.execute(_ITEMS, (wanted,))
+    }  # fmt: skip
+    centers: dict[str, tuple[str, str]] = {}
+    budgets: dict[tuple[str, str], Decimal] = {}
+    for cid, entity, status, period, amount in conn.execute(_CENTERS, (sorted(center_ids),)):
+        centers[cid] = (entity, status)
+        if period is not None:
+            budgets[(cid, period)] = amount
+    return _Snapshot(suppliers, items, centers, budgets)
