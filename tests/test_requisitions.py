@@ -1,6 +1,7 @@
 """The requisitions processor on the real broker and database: the sample master data loaded by
 the masterdata processor, requisitions validated, flagged, rejected or dead-lettered (key held),
-the events in the outbox, an audit entry each, and a re-delivery that emits nothing twice."""
+the events in the outbox, an audit entry each, a re-delivery that emits nothing twice, and the
+dead letter replayed once the item arrives."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from supplybus.config import Settings
 from supplybus.consumers import audit
 from supplybus.consumers.masterdata.processor import processor as masterdata
 from supplybus.consumers.procurement.processor import requisitions
+from supplybus.consumers.runtime.apply import BatchApplier
+from supplybus.consumers.runtime.decode import BatchDecoder
 from supplybus.consumers.runtime.runner import Runner
 from supplybus.events.catalog import EventCatalog
 from supplybus.events.envelope import deterministic_id
@@ -158,3 +161,38 @@ def test_requisitions_are_validated_flagged_rejected_or_held(isolated: Settings)
             "SELECT count(*) FROM outbox WHERE event_type = ANY(%s)", (EMITTED,)
         ).fetchone() or (0,)
     assert again == trail and outbox == 4
+
+    # the item arrives in the item master; the dead letter is replayed, the held event follows
+    known = copy.deepcopy(next(r for r in SAMPLE if r.get("item_id") == item.item_id))
+    known["item_id"] = "ITEM-9999"
+    known["envelope"]["event_id"] = deterministic_id("test-requisitions", "ITEM-9999")
+    with Publisher.from_settings(settings) as pub:
+        pub.publish_all([known])
+    _run(settings, masterdata)
+    catalog = EventCatalog.from_settings(settings)
+    applier = BatchApplier(requisitions(), catalog, lambda t: f"{t}.dlq")
+    with connect(settings) as conn:
+        (dead_letter_id,) = conn.execute(
+            "SELECT dead_letter_id::text FROM key_holds WHERE processor = 'requisitions'"
+        ).fetchone() or ("",)
+        outcome = applier.replay(
+            conn, dead_letter_id, BatchDecoder(catalog, ("RequisitionSubmitted",))
+        )
+        conn.commit()
+    assert [e.event_id for e in outcome.applied] == [missing["envelope"]["event_id"]]
+    _run(settings, masterdata, requisitions())
+    with connect(settings) as conn:
+        causes = conn.execute(
+            "SELECT event_type, causation_id FROM outbox WHERE event_type = ANY(%s)"
+            " AND correlation_id = 'REQ-MISSING' ORDER BY id",
+            (EMITTED,),
+        ).fetchall()
+        left = conn.execute(
+            "SELECT (SELECT count(*) FROM held_events), (SELECT count(*) FROM key_holds)"
+        ).fetchone()
+        actions = [r.entry.action for r in audit.history(conn, "REQ-MISSING")]
+    assert causes == [
+        ("RequisitionValidated", missing["envelope"]["event_id"]),
+        ("RequisitionValidated", later["envelope"]["event_id"]),
+    ], "replayed first, then the held event, in order"
+    assert left == (0, 0) and actions == ["validated", "validated"]
