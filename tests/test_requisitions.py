@@ -21,7 +21,7 @@ from supplybus.consumers.runtime.runner import Runner
 from supplybus.events.catalog import EventCatalog
 from supplybus.events.envelope import deterministic_id
 from supplybus.producers.publisher import Publisher
-from tests.test_requisitions_rules import MASTER, SAMPLE, TODAY, VALID, line, requisition
+from tests.requisition_data import MASTER, SAMPLE, TODAY, VALID, line, requisition
 from tests.workers import fresh_group
 
 Record = dict[str, Any]
