@@ -63,7 +63,7 @@ messages = st.lists(
 
 
 @settings(
-    max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(batch=messages)
 def test_every_fuzzed_message_ends_applied_or_dead_lettered(

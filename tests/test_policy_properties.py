@@ -170,7 +170,7 @@ def no_looser(strict: Route, base: Route) -> None:
     assert strict.auto_approved <= base.auto_approved
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(federations(), requests)
 def test_a_stricter_override_never_yields_a_looser_route(
     federation: tuple[list[tuple[str, str]], PolicySet], request: Request
@@ -194,7 +194,7 @@ def test_a_stricter_override_never_yields_a_looser_route(
 LOOSENINGS = ("auto", "band", "role", "sla", "urgency")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(enterprise_docs(), st.sampled_from(LOOSENINGS), st.data())
 def test_loosening_any_one_bound_is_refused(
     enterprise: dict[str, Any], how: str, data: st.DataObject

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-import uuid
-from dataclasses import replace
 
 from confluent_kafka import Consumer, TopicPartition
 from psycopg.rows import dict_row
@@ -20,6 +18,7 @@ from supplybus.events.catalog import EventCatalog
 from tests import flood
 from tests.helpers import read_all, wait_for
 from tests.processors import keyed_sums
+from tests.workers import fresh_group
 
 
 def _run(settings: Settings, processors: list[Processor], *, relay: bool = True) -> Runner:
@@ -28,12 +27,8 @@ def _run(settings: Settings, processors: list[Processor], *, relay: bool = True)
     return runner
 
 
-def _fresh_group(settings: Settings) -> Settings:
-    return replace(settings, group_prefix=f"g{uuid.uuid4().hex[:8]}")
-
-
 def test_poison_and_invalid_events_are_dead_lettered_with_lineage(isolated: Settings) -> None:
-    settings = _fresh_group(isolated)
+    settings = fresh_group(isolated)
     catalog = EventCatalog.from_settings(settings)
     topic = catalog.topics.topic_for("StockMovement")
     records = flood.load("poison", keys=8, per_key=25)
@@ -111,7 +106,7 @@ def test_poison_and_invalid_events_are_dead_lettered_with_lineage(isolated: Sett
     flood.check_exactly_once(settings, keys=8, per_key=25, skip={("K0003", 7)})
 
     # Re-delivery of everything (a new group starts from the beginning): nothing doubles.
-    _run(_fresh_group(settings), [keyed_sums()])
+    _run(fresh_group(settings), [keyed_sums()])
     flood.check_exactly_once(settings, keys=8, per_key=25, skip={("K0003", 7)})
     with connect(settings) as conn:
         attempts = conn.execute("SELECT attempts FROM dead_letters ORDER BY error_class").fetchall()
@@ -120,7 +115,7 @@ def test_poison_and_invalid_events_are_dead_lettered_with_lineage(isolated: Sett
 
 
 def test_emitted_events_are_published_once_and_resends_are_skipped(isolated: Settings) -> None:
-    settings = _fresh_group(isolated)
+    settings = fresh_group(isolated)
     catalog = EventCatalog.from_settings(settings)
     records = flood.load("emit", keys=5, per_key=10, reason="emit")
     flood.publish(settings, records)
@@ -134,7 +129,7 @@ def test_emitted_events_are_published_once_and_resends_are_skipped(isolated: Set
     assert all(r["envelope"]["correlation_id"].startswith("emit-") for r in decoded)
 
     # Re-delivery of the inputs emits nothing new: the ledger skips them.
-    _run(_fresh_group(settings), [keyed_sums()])
+    _run(fresh_group(settings), [keyed_sums()])
     with connect(settings) as conn:
         assert conn.execute(
             "SELECT count(*) FROM outbox WHERE event_type = 'StockoutRisk'"
@@ -150,7 +145,7 @@ def test_emitted_events_are_published_once_and_resends_are_skipped(isolated: Set
 
 
 def test_failed_dead_letter_write_commits_nothing(isolated: Settings) -> None:
-    settings = _fresh_group(isolated)
+    settings = fresh_group(isolated)
     catalog = EventCatalog.from_settings(settings)
     topic = catalog.topics.topic_for("StockMovement")
     flood.publish(settings, flood.load("dlqfail", keys=2, per_key=5))
@@ -178,7 +173,7 @@ def test_metrics_are_served(isolated: Settings) -> None:
     from supplybus.metrics import Metrics
     from supplybus.ops.embedded import free_port
 
-    settings = _fresh_group(isolated)
+    settings = fresh_group(isolated)
     flood.publish(settings, flood.load("metrics", keys=3, per_key=10))
     metrics = Metrics()
     port = free_port()
@@ -207,7 +202,7 @@ def test_metrics_are_served(isolated: Settings) -> None:
 def test_a_second_relay_stands_by_and_takes_over(isolated: Settings) -> None:
     from supplybus.producers.relay import OutboxRelay
 
-    settings = _fresh_group(isolated)
+    settings = fresh_group(isolated)
     flood.publish(settings, flood.load("relay", keys=3, per_key=10, reason="emit"))
     _run(settings, [keyed_sums()], relay=False)  # 30 emitted events wait in the outbox
     first_stop, second_stop = threading.Event(), threading.Event()
