@@ -29,6 +29,13 @@ def copy_policies(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.fixture
+def on_services(isolated: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The in-process CLI pointed at the test's broker, database and catalog."""
+    for name, value in cli_env(isolated, tmp_path / "home").items():
+        monkeypatch.setenv(name, value)
+
+
 def test_check_prints_the_merged_policy_of_each_scope(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "check", "--json")
     assert code == 0
@@ -113,10 +120,8 @@ def test_publish_sends_each_file_as_approval_policy_upserted(
     isolated: Settings,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    on_services: None,
 ) -> None:
-    for name, value in cli_env(isolated, tmp_path / "home").items():
-        monkeypatch.setenv(name, value)
     catalog = EventCatalog.from_settings(isolated)
     topic = catalog.topics.topic_for("ApprovalPolicyUpserted")
     folder = copy_policies(tmp_path)
@@ -145,10 +150,8 @@ def test_publish_sends_nothing_when_a_file_is_refused(
     isolated: Settings,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    on_services: None,
 ) -> None:
-    for name, value in cli_env(isolated, tmp_path / "home").items():
-        monkeypatch.setenv(name, value)
     folder = copy_policies(tmp_path)
     facility = folder / "facility-fac-e1.yaml"
     facility.write_text(facility.read_text().replace("sla: 12h", "sla: 2d"))
@@ -164,10 +167,8 @@ def test_publish_refuses_a_changed_document_under_a_published_version(
     isolated: Settings,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    on_services: None,
 ) -> None:
-    for name, value in cli_env(isolated, tmp_path / "home").items():
-        monkeypatch.setenv(name, value)
     folder = copy_policies(tmp_path)
     assert run(capsys, "publish", str(folder))[0] == 0
     east = folder / "entity-ent-east.yaml"
