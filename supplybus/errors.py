@@ -7,9 +7,10 @@ Every error has a stable ``code`` (for logs, metrics and dead-letter headers) an
     ├── ConfigError            bad settings, bad catalog or bad file: fix the input
     │   └── CatalogError       the topic catalog is invalid or names an unknown topic
     ├── TransientError         retry with backoff; the batch and its order are kept
-    │   └── ServiceUnavailable
-    │       ├── BrokerUnavailable
-    │       └── DatabaseUnavailable
+    │   ├── ServiceUnavailable
+    │   │   ├── BrokerUnavailable
+    │   │   └── DatabaseUnavailable
+    │   └── TargetUnavailable  an outbound target (the PO folder) cannot take a document now
     ├── PermanentError         the record can never succeed as it is: dead-letter it
     │   ├── DecodeError        bad bytes or an unknown writer schema
     │   ├── ValidationError    schema or domain check failed (carries field errors)
@@ -78,6 +79,12 @@ class DatabaseUnavailable(ServiceUnavailable):
     """PostgreSQL did not answer. Check DATABASE_URL or run `supplybus up`."""
 
     code = "DATABASE_UNAVAILABLE"
+
+
+class TargetUnavailable(TransientError):
+    """An outbound target (supplier / ERP) cannot take a document now: it waits and is retried."""
+
+    code = "TARGET_UNAVAILABLE"
 
 
 @dataclass(frozen=True)
