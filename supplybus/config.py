@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -158,6 +159,22 @@ class Settings:
         default=10_000,
         metadata=_meta("SUPPLYBUS_PRUNE_CHUNK", "Rows a prune deletes per transaction."),
     )
+    po_outbox_dir: Path | None = field(
+        default=None,
+        metadata=_meta(
+            "SUPPLYBUS_PO_OUTBOX_DIR",
+            "The outbound folder of purchase orders (`po dispatch`; docs/outbound-po.md). It "
+            "must exist: a missing folder is a target that is down.",
+            shown="<SUPPLYBUS_HOME>/outbound/po",
+        ),
+    )
+    po_alert_after_s: float = field(
+        default=900.0,
+        metadata=_meta(
+            "SUPPLYBUS_PO_ALERT_AFTER",
+            "Seconds a purchase order may wait for its outbound target before an alert fires.",
+        ),
+    )
     #: Derived, not read: True when the broker port was set, so `up` must not pick another.
     broker_port_explicit: bool = False
 
@@ -176,6 +193,11 @@ class Settings:
             raise ConfigError(
                 f"SUPPLYBUS_PRUNE_INTERVAL: expected >= 0 seconds (0: off), "
                 f"got {self.prune_interval_s}"
+            )
+        if not 0 < self.po_alert_after_s < math.inf:
+            raise ConfigError(
+                f"SUPPLYBUS_PO_ALERT_AFTER: expected a number of seconds > 0, "
+                f"got {self.po_alert_after_s}"
             )
         if not self.db_schema.isidentifier():
             raise ConfigError(
@@ -202,6 +224,11 @@ class Settings:
     @property
     def embedded_database(self) -> bool:
         return self.database_url is None
+
+    @property
+    def po_outbox(self) -> Path:
+        """The outbound PO folder: SUPPLYBUS_PO_OUTBOX_DIR, else <home>/outbound/po."""
+        return self.po_outbox_dir or self.home / "outbound" / "po"
 
     def with_services(self, *, bootstrap: str | None, database_url: str | None) -> Settings:
         """A copy pointing at resolved service addresses (used once embedded ones run)."""

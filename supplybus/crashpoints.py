@@ -5,7 +5,8 @@ kill -9 would, the first (or N-th) time the code reaches ``reached(NAME)``. Unse
 point costs one dictionary lookup. Points: ``after-db-commit`` (transaction committed, offsets
 not), ``after-offset-commit``, ``mid-bisection`` (a savepoint rolled back while isolating a
 failing event), ``mid-release`` (held events applied, their release not committed),
-``relay-after-ack`` (the broker acknowledged, the rows are not marked sent).
+``relay-after-ack`` (the broker acknowledged, the rows are not marked sent), ``po-after-write``
+(a purchase order's file is written, its delivery is not marked delivered).
 """
 
 from __future__ import annotations

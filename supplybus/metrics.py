@@ -19,6 +19,10 @@ Names (all prefixed ``supplybus_``):
 - ``lanes_halted_total``         lanes halted on purpose, by processor and reason (e.g. the
   dead-letter budget): an alert, the lane committed nothing past the halt
 - ``lanes_unapplied_records``    records a stopped lane left unapplied (consumed again at start)
+- ``po_deliveries_total``        purchase-order deliveries by outcome (delivered, retried,
+  cancelled, failed: a permanent error such as a different file under the PO's name)
+- ``po_delivery_alerts_total``   POs that waited for their outbound target past the alert time
+- ``po_deliveries_overdue``      pending PO deliveries older than the alert time (alert on > 0)
 """
 
 from __future__ import annotations
@@ -122,6 +126,22 @@ class Metrics:
             "supplybus_lanes_unapplied_records",
             "Records a stopped lane left unapplied (consumed again at the next start)",
             ("processor", "lane"),
+            registry=r,
+        )
+        self.po_deliveries = Counter(
+            "supplybus_po_deliveries",
+            "Purchase-order deliveries to the outbound target, by outcome",
+            ("outcome",),
+            registry=r,
+        )
+        self.po_alerts = Counter(
+            "supplybus_po_delivery_alerts",
+            "Purchase orders that waited for their outbound target past the alert time",
+            registry=r,
+        )
+        self.po_overdue = Gauge(
+            "supplybus_po_deliveries_overdue",
+            "Pending purchase-order deliveries older than the alert time (set by the dispatcher)",
             registry=r,
         )
 

@@ -83,6 +83,7 @@ def test_bad_database_url_message_masks_the_password() -> None:
         ("log_level", "LOUD", "SUPPLYBUS_LOG_LEVEL: expected DEBUG, INFO, WARNING or ERROR"),
         ("dead_letter_retention_days", 0, "SUPPLYBUS_DEAD_LETTER_RETENTION_DAYS: expected a whole"),
         ("prune_interval_s", -1.0, r"SUPPLYBUS_PRUNE_INTERVAL: expected >= 0 seconds \(0: off\)"),
+        ("po_alert_after_s", 0.0, "SUPPLYBUS_PO_ALERT_AFTER: expected a number of seconds > 0"),
     ],
 )
 def test_choices_are_checked_however_settings_are_built(
@@ -122,6 +123,8 @@ def test_every_declared_setting_is_read_from_its_variable() -> None:
         "SUPPLYBUS_DEAD_LETTER_RETENTION_DAYS": "30",
         "SUPPLYBUS_PRUNE_INTERVAL": "0",
         "SUPPLYBUS_PRUNE_CHUNK": "500",
+        "SUPPLYBUS_PO_OUTBOX_DIR": "/srv/po",
+        "SUPPLYBUS_PO_ALERT_AFTER": "60",
     }
     table = settings_table()
     assert [line.split("`")[1] for line in table.splitlines()[2:]] == list(values)
