@@ -16,6 +16,7 @@ from supplybus.ops.cli import (  # noqa: F401 - each module registers its comman
     events,
     holds,
     masterdata,
+    orders,
     policies,
     processing,
     processors,
