@@ -11,6 +11,7 @@ BUILTIN: dict[str, str] = {
     "stock-balances": "supplybus.consumers.inventory.balances:processor",
     "masterdata": "supplybus.consumers.masterdata.processor:processor",
     "requisitions": "supplybus.consumers.procurement.processor:requisitions",
+    "budget-spend": "supplybus.consumers.finance.processor:processor",
 }
 
 
