@@ -346,3 +346,17 @@ def test_folder_target_rules(tmp_path: Path) -> None:
 def _sample(metrics: Metrics, name: str, **labels: str) -> float:
     value = metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
+
+
+def test_supplybus_run_starts_the_dispatcher_and_idles_once_delivered(
+    migrated: Settings, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    with connect(migrated) as conn:
+        doc = _po(conn, "PO-EAST-000001")
+    env = {**cli_env(migrated, tmp_path / "home"), "SUPPLYBUS_PO_OUTBOX_DIR": str(out)}
+    done = run_cli("run", "po-dispatch", "--until-idle", "--idle-seconds", "0.5", env=env)
+    assert done.returncode == 0, done.stderr
+    assert (out / "PO-EAST-000001.json").read_bytes() == render(doc)
+    assert _rows(migrated)["PO-EAST-000001"][:2] == ("DELIVERED", 1)

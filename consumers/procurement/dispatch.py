@@ -166,6 +166,12 @@ class PoDispatcher:
         self.stats = DispatchStats()
         self.error: BaseException | None = None
 
+    def drained(self) -> bool:
+        """For ``run --until-idle``: a pass ran and no delivery waits for its first attempt
+        (POs retrying against a target that is down do not keep a run from ending: they stay
+        pending, alert when overdue, and go out at a later run)."""
+        return self.stats.passes > 0 and self.stats.untried == 0
+
     def run(self, stop: threading.Event, interval: float = 0.5) -> None:
         """Pass after pass until ``stop`` is set; a database outage is waited out. An
         unexpected error is kept in ``error`` and sets ``stop``."""
@@ -302,13 +308,6 @@ def _checked(po_number: str, document: Any) -> Mapping[str, Any]:
     return document
 
 
-def dispatcher_drained(dispatcher: PoDispatcher | None) -> bool:
-    """For ``run --until-idle``: a pass ran and no delivery waits for its first attempt (POs
-    retrying against a target that is down do not keep a run from ending: they stay pending,
-    alert when overdue, and go out at a later run)."""
-    return dispatcher is None or (dispatcher.stats.passes > 0 and dispatcher.stats.untried == 0)
-
-
 STATUSES = ("PENDING", "DELIVERED", "CANCELLED")
 
 
@@ -348,7 +347,6 @@ __all__ = [
     "PoDispatcher",
     "backoff_delay",
     "deliveries",
-    "dispatcher_drained",
     "render",
     "should_alert",
 ]

@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Protocol
 
 from supplybus.adapters.postgres import connect
 from supplybus.config import Settings
@@ -61,6 +62,19 @@ def lane_topics(catalog: EventCatalog, processor: Processor) -> dict[LaneName, l
     return lanes
 
 
+class Background(Protocol):
+    """A loop that runs beside the lanes (e.g. the PO dispatcher) until ``stop`` is set; it
+    keeps an unexpected error in ``error`` (and sets ``stop``)."""
+
+    error: BaseException | None
+
+    def run(self, stop: threading.Event) -> None: ...
+
+    def drained(self) -> bool:
+        """Nothing left for it to do now (``until_idle``)."""
+        ...
+
+
 @dataclass
 class Runner:
     settings: Settings
@@ -83,6 +97,8 @@ class Runner:
     #: like a renamed registered processor (`supplybus run --new`; ADR 0007).
     new: bool = False
     registration: Registration | None = None
+    #: Loops run beside the lanes, in threads of their own (`supplybus run po-dispatch`).
+    background: Sequence[Background] = ()
 
     def start(self) -> list[threading.Thread]:
         catalog = EventCatalog.from_settings(self.settings)
@@ -120,6 +136,12 @@ class Runner:
             threads.append(
                 threading.Thread(
                     target=self.relay_worker.run, args=(self.stop,), name="relay", daemon=True
+                )
+            )
+        for loop in self.background:
+            threads.append(
+                threading.Thread(
+                    target=loop.run, args=(self.stop,), name=type(loop).__name__, daemon=True
                 )
             )
         if self.settings.prune_interval_s > 0:  # retention (ADR 0008); checks its horizons
@@ -160,7 +182,8 @@ class Runner:
                 self.registration.close()  # the runner is no longer live
         failed = [lane for lane in self.lanes if lane.error is not None]
         relay_failed = self.relay_worker is not None and self.relay_worker.error is not None
-        if failed or relay_failed or self.unassigned:
+        background_failed = any(loop.error is not None for loop in self.background)
+        if failed or relay_failed or background_failed or self.unassigned:
             return 1
         unapplied = {lane.group_id: lane.unapplied for lane in self.lanes if lane.abandoned}
         for lane in self.lanes:
@@ -188,7 +211,7 @@ class Runner:
         drained = self.relay_worker is None or (
             self.relay_worker.stats.rounds > 0 and self.relay_worker.stats.backlog == 0
         )
-        return quiet and drained
+        return quiet and drained and all(loop.drained() for loop in self.background)
 
     def _install_signals(self) -> None:
         if not self.signals or threading.current_thread() is not threading.main_thread():

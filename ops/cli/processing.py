@@ -8,9 +8,11 @@ from dataclasses import replace
 import click
 
 from supplybus.consumers.processors import BUILTIN, load_processor
+from supplybus.consumers.procurement.dispatch import PoDispatcher
 from supplybus.consumers.runtime.budget import DeadLetterBudget
 from supplybus.consumers.runtime.runner import Runner
 from supplybus.metrics import Metrics
+from supplybus.ops.cli.orders import folder_target
 from supplybus.ops.cli.root import Context, cli, pass_ctx
 from supplybus.ops.logs import configure_json_logging
 
@@ -71,10 +73,12 @@ def run(
 ) -> None:
     """Run processors (and the outbox relay) until SIGTERM/SIGINT.
 
-    NAMES are built-in processors (stock-balances), `relay`, `all` (every built-in and the
-    relay), or `package.module:attribute` naming your own Processor. Each processor runs a
-    routine and a critical lane; effects are applied exactly once (idempotency ledger and
-    transactional outbox in one PostgreSQL transaction, then the Kafka offsets).
+    NAMES are built-in processors (stock-balances), `relay`, `po-dispatch` (the delivery of
+    purchase orders to the outbound folder, as `supplybus po dispatch`), `all` (every
+    built-in, the relay and po-dispatch), or `package.module:attribute` naming your own
+    Processor. Each processor runs a routine and a critical lane; effects are applied exactly
+    once (idempotency ledger and transactional outbox in one PostgreSQL transaction, then the
+    Kafka offsets).
 
     \b
     Exit codes: 0 done; 1 a lane or the relay failed (e.g. the dead-letter budget halted it),
@@ -89,8 +93,8 @@ def run(
     """
     settings = ctx.running()
     configure_json_logging(settings.log_level if not ctx.verbose else "DEBUG")
-    wanted = [*list(BUILTIN), "relay"] if "all" in names else list(names)
-    processors = [load_processor(n) for n in wanted if n != "relay"]
+    wanted = [*list(BUILTIN), "relay", "po-dispatch"] if "all" in names else list(names)
+    processors = [load_processor(n) for n in wanted if n not in ("relay", "po-dispatch")]
     if batch_size:
         processors = [replace(p, batch_size=batch_size) for p in processors]
     if dead_letter_budget:
@@ -98,10 +102,14 @@ def run(
     metrics = Metrics()
     if metrics_port:
         metrics.serve(metrics_port)
+    dispatchers = []
+    if "po-dispatch" in wanted:  # POs to the outbound folder (docs/outbound-po.md)
+        dispatchers.append(PoDispatcher(settings, folder_target(settings, None), metrics))
     runner = Runner(
         settings,
         processors,
         relay="relay" in wanted,
+        background=dispatchers,
         until_idle=idle_seconds if until_idle else None,
         metrics=metrics,
         assignment_timeout=assignment_timeout if until_idle else None,
