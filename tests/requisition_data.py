@@ -18,7 +18,8 @@ from supplybus.consumers.procurement.validation import (
 )
 from supplybus.events.envelope import new_envelope
 
-TODAY = dt.date(2026, 11, 29)
+#: The sample's day is today: the CLI decides at the current time (delegations, due times).
+TODAY = dt.datetime.now(dt.UTC).date()
 ENTITY, FACILITY, CENTER = "ENT-EAST", "FAC-E1", "CC-E1-SURG"
 Record = dict[str, Any]
 

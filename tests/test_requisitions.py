@@ -193,6 +193,6 @@ def test_requisitions_are_validated_flagged_rejected_or_held(isolated: Settings)
         actions = [r.entry.action for r in audit.history(conn, "REQ-MISSING")]
     assert causes == [
         ("RequisitionValidated", missing["envelope"]["event_id"]),
-        ("RequisitionValidated", later["envelope"]["event_id"]),
-    ], "replayed first, then the held event, in order"
-    assert left == (0, 0) and actions == ["validated", "validated"]
+        ("RequisitionRejected", later["envelope"]["event_id"]),
+    ], "replayed first, then the held event, in order (a re-submission: rejected)"
+    assert left == (0, 0) and actions == ["validated", "rejected"]

@@ -200,11 +200,11 @@ class _Sample:
         return found
 
     def approvers(self) -> list[Record]:
-        ladder = (  # suffix, name, roles, limit
-            ("MGR", "Manager", ["MANAGER"], 5_000),
-            ("DIR", "Director", ["DIRECTOR"], 25_000),
-            ("DIR2", "Director", ["DIRECTOR"], 25_000),
-            ("VP", "Vice President", ["VP"], 100_000),
+        ladder = (  # suffix, name, roles, limit: up to the next rung of the spend ladder
+            ("MGR", "Manager", ["MANAGER"], 25_000),
+            ("DIR", "Director", ["DIRECTOR"], 100_000),
+            ("DIR2", "Director", ["DIRECTOR"], 100_000),
+            ("VP", "Vice President", ["VP"], 250_000),
             ("CFO", "Chief Financial Officer", ["CFO", "FINANCE"], 1_000_000),
             ("CAP", "Capital Committee", ["CAPITAL_COMMITTEE"], 5_000_000),
             ("PHARM", "Pharmacy Director", ["PHARMACY"], 50_000),

@@ -6,7 +6,8 @@ snapshot of the master data it refers to and returns every problem at once:
 - rejections (``Finding.rejects``): supplier unknown, inactive, blocked or not selling to the
   entity; item unknown or not orderable; GTIN of the item invalid; unit unknown for the item
   or not convertible exactly to its base unit; cost center unknown, closed or of another
-  entity; a quantity that is not positive;
+  entity; a quantity that is not positive; a line with no supplier named and no contract
+  valid on ``day`` (``NO_SOURCE``: nowhere to order it from);
 - flags, never a rejection: ``OFF_CONTRACT`` (a line priced above the contract price valid on
   ``day`` for its supplier and unit, or with no such contract: routed to sourcing) and
   ``OVER_BUDGET`` (committed + actual + this requisition's lines above the cost center's
@@ -24,66 +25,31 @@ from decimal import Decimal
 from typing import Any
 
 from supplybus.consumers.masterdata.units import item_units
+from supplybus.consumers.procurement.snapshot import (
+    ContractPrice,
+    CostCenter,
+    Item,
+    MasterData,
+    Supplier,
+)
+from supplybus.consumers.procurement.sourcing import NO_SOURCE, Placement, contract_for, place
 from supplybus.errors import BusinessRuleError
 from supplybus.events.domain_checks import gtin_is_valid
+
+__all__ = [
+    "ContractPrice",
+    "CostCenter",
+    "Item",
+    "MasterData",
+    "Supplier",
+    "budget_period",
+    "validate",
+]
 
 OFF_CONTRACT = "OFF_CONTRACT"
 OVER_BUDGET = "OVER_BUDGET"
 #: The reason code of a line whose item the master data does not know (yet).
 UNKNOWN_ITEM = "UNKNOWN_ITEM"
-
-
-@dataclass(frozen=True)
-class Supplier:
-    supplier_id: str
-    status: str  # ACTIVE, INACTIVE, BLOCKED
-    entity_ids: frozenset[str]
-
-
-@dataclass(frozen=True)
-class ContractPrice:
-    supplier_id: str
-    uom: str
-    amount: Decimal
-    currency: str
-    valid_from: dt.date
-    valid_to: dt.date | None = None  # last day; None: open-ended
-
-    def valid_on(self, day: dt.date) -> bool:
-        return self.valid_from <= day and (self.valid_to is None or day <= self.valid_to)
-
-
-@dataclass(frozen=True)
-class Item:
-    item_id: str
-    gtin: str
-    category: str
-    base_uom: str
-    orderable: bool
-    units: Mapping[str, Decimal]  # unit -> factor in base units
-    prices: tuple[ContractPrice, ...] = ()
-
-
-@dataclass(frozen=True)
-class CostCenter:
-    """A cost center with its budget for the period checked (None: no budget) and what is
-    already committed and spent against it in that period."""
-
-    cost_center_id: str
-    entity_id: str
-    status: str  # OPEN, CLOSED
-    budget: Decimal | None
-    committed: Decimal = Decimal(0)
-    actual: Decimal = Decimal(0)
-
-
-@dataclass(frozen=True)
-class MasterData:
-    """The master data a batch of requisitions refers to, by id."""
-
-    suppliers: Mapping[str, Supplier] = field(default_factory=dict)
-    items: Mapping[str, Item] = field(default_factory=dict)
-    cost_centers: Mapping[str, CostCenter] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -104,6 +70,7 @@ class Finding:
     flags: tuple[str, ...]
     categories: frozenset[str]
     spend: Mapping[str, Decimal]  # cost center -> this requisition's amount
+    placements: Mapping[int, Placement] = field(default_factory=dict)  # by line_number
 
     @property
     def rejects(self) -> bool:
@@ -134,6 +101,7 @@ def validate(record: Mapping[str, Any], master: MasterData, day: dt.date) -> Fin
     off_contract = False
     categories: set[str] = set()
     spend: dict[str, Decimal] = {}
+    placements: dict[int, Placement] = {}
     centers = {str(record["cost_center_id"]): "cost_center_id"}
     for i, line in enumerate(record["lines"]):
         path = f"lines[{i}]"
@@ -156,8 +124,22 @@ def validate(record: Mapping[str, Any], master: MasterData, day: dt.date) -> Fin
         categories.add(item.category)
         line_reasons = _item_reasons(item, line, path)
         reasons += line_reasons
-        if not line_reasons and not _on_contract(item, line, day):
+        if line_reasons:
+            continue
+        if contract_for(item, line, day) is None:
             off_contract = True
+        placed = place(item, line, day)
+        if placed is None:
+            reasons.append(
+                Reason(
+                    NO_SOURCE,
+                    f"{path}.supplier_id",
+                    f"item {item.item_id} has no contract valid on {day} in "
+                    f"{line['unit_price']['currency']}; name a supplier",
+                )
+            )
+        else:
+            placements[int(line["line_number"])] = placed
     over_budget = False
     for center, path in centers.items():
         found = master.cost_centers.get(center)
@@ -166,7 +148,7 @@ def validate(record: Mapping[str, Any], master: MasterData, day: dt.date) -> Fin
             used = found.committed + found.actual + spend[center]
             over_budget |= found.budget is None or used > found.budget
     flags = tuple(f for f, on in ((OFF_CONTRACT, off_contract), (OVER_BUDGET, over_budget)) if on)
-    return Finding(tuple(reasons), flags, frozenset(categories), spend)
+    return Finding(tuple(reasons), flags, frozenset(categories), spend, placements)
 
 
 def _supplier_reasons(
@@ -229,24 +211,6 @@ def _item_reasons(item: Item, line: Mapping[str, Any], path: str) -> list[Reason
         except BusinessRuleError as exc:
             found.append(Reason("UNIT_NOT_CONVERTIBLE", f"{path}.quantity", str(exc)))
     return found
-
-
-def _on_contract(item: Item, line: Mapping[str, Any], day: dt.date) -> bool:
-    """A contract price valid on ``day`` (of the line's supplier, any if none named) that the
-    line's price does not exceed, per base unit."""
-    supplier, price = line.get("supplier_id"), line["unit_price"]
-    factor = item.units[line["quantity"]["uom"]]
-    for contract in item.prices:
-        if supplier is not None and contract.supplier_id != supplier:
-            continue
-        if not contract.valid_on(day) or contract.currency != price["currency"]:
-            continue
-        contract_factor = item.units.get(contract.uom)
-        if contract_factor is not None and (
-            price["amount"] * contract_factor <= contract.amount * factor
-        ):
-            return True
-    return False
 
 
 def _center_reasons(center: str, found: CostCenter | None, entity: str, path: str) -> list[Reason]:
