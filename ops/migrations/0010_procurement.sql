@@ -39,10 +39,12 @@ CREATE TABLE approval_steps (
     reason         text        NOT NULL,
     rule_id        text        NOT NULL,
     sla_minutes    int         NOT NULL,
+    authority      numeric(18,4) NOT NULL,         -- the authority limit a decider needs
     -- WAITING (an earlier step is open), PENDING, FALLBACK (nobody could decide: alert),
     -- GRANTED, DENIED
     status         text        NOT NULL,
     requested_at   timestamptz,
+    request_event_id uuid,                         -- the ApprovalRequested of the step
     due_at         timestamptz,
     escalations    int         NOT NULL DEFAULT 0,
     decided_by     text,
