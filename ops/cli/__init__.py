@@ -11,6 +11,7 @@ import click
 
 from supplybus.errors import SupplybusError
 from supplybus.ops.cli import (  # noqa: F401 - each module registers its commands
+    approvals,
     audit,
     db,
     events,
@@ -23,6 +24,7 @@ from supplybus.ops.cli import (  # noqa: F401 - each module registers its comman
     processors,
     schemas,
     services,
+    show,
     topics,
 )
 from supplybus.ops.cli.root import cli
