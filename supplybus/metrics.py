@@ -23,6 +23,8 @@ Names (all prefixed ``supplybus_``):
   cancelled, failed: a permanent error such as a different file under the PO's name)
 - ``po_delivery_alerts_total``   POs that waited for their outbound target past the alert time
 - ``po_deliveries_overdue``      pending PO deliveries older than the alert time (alert on > 0)
+- ``approvals_escalated_total``  approval steps escalated past their SLA by the sweep
+- ``approvals_fallback``         approval steps nobody can decide (the fallback queue; alert on > 0)
 """
 
 from __future__ import annotations
@@ -142,6 +144,16 @@ class Metrics:
         self.po_overdue = Gauge(
             "supplybus_po_deliveries_overdue",
             "Pending purchase-order deliveries older than the alert time (set by the dispatcher)",
+            registry=r,
+        )
+        self.approvals_escalated = Counter(
+            "supplybus_approvals_escalated",
+            "Approval steps escalated past their SLA by the sweep",
+            registry=r,
+        )
+        self.approvals_fallback = Gauge(
+            "supplybus_approvals_fallback",
+            "Approval steps nobody can decide: the fallback queue (set by the sweep)",
             registry=r,
         )
 

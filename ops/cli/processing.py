@@ -7,10 +7,11 @@ from dataclasses import replace
 
 import click
 
+from supplybus.consumers.approvals.sweep import EscalationSweep
 from supplybus.consumers.processors import BUILTIN, load_processor
 from supplybus.consumers.procurement.dispatch import PoDispatcher
 from supplybus.consumers.runtime.budget import DeadLetterBudget
-from supplybus.consumers.runtime.runner import Runner
+from supplybus.consumers.runtime.runner import Background, Runner
 from supplybus.metrics import Metrics
 from supplybus.ops.cli.orders import folder_target
 from supplybus.ops.cli.root import Context, cli, pass_ctx
@@ -73,12 +74,13 @@ def run(
 ) -> None:
     """Run processors (and the outbox relay) until SIGTERM/SIGINT.
 
-    NAMES are built-in processors (stock-balances), `relay`, `po-dispatch` (the delivery of
-    purchase orders to the outbound folder, as `supplybus po dispatch`), `all` (every
-    built-in, the relay and po-dispatch), or `package.module:attribute` naming your own
-    Processor. Each processor runs a routine and a critical lane; effects are applied exactly
-    once (idempotency ledger and transactional outbox in one PostgreSQL transaction, then the
-    Kafka offsets).
+    NAMES are built-in processors (`supplybus processors list`), `relay`, `po-dispatch` (the
+    delivery of purchase orders to the outbound folder, as `supplybus po dispatch`),
+    `approvals-sweep` (escalates overdue approval steps every 30 s, as `supplybus approvals
+    escalate`), `all` (every built-in and those three loops), or `package.module:attribute`
+    naming your own Processor. Each processor runs a routine and a critical lane; effects are
+    applied exactly once (idempotency ledger and transactional outbox in one PostgreSQL
+    transaction, then the Kafka offsets).
 
     \b
     Exit codes: 0 done; 1 a lane or the relay failed (e.g. the dead-letter budget halted it),
@@ -93,8 +95,9 @@ def run(
     """
     settings = ctx.running()
     configure_json_logging(settings.log_level if not ctx.verbose else "DEBUG")
-    wanted = [*list(BUILTIN), "relay", "po-dispatch"] if "all" in names else list(names)
-    processors = [load_processor(n) for n in wanted if n not in ("relay", "po-dispatch")]
+    loops = ("relay", "po-dispatch", "approvals-sweep")
+    wanted = [*list(BUILTIN), *loops] if "all" in names else list(names)
+    processors = [load_processor(n) for n in wanted if n not in loops]
     if batch_size:
         processors = [replace(p, batch_size=batch_size) for p in processors]
     if dead_letter_budget:
@@ -102,9 +105,11 @@ def run(
     metrics = Metrics()
     if metrics_port:
         metrics.serve(metrics_port)
-    dispatchers = []
+    dispatchers: list[Background] = []
     if "po-dispatch" in wanted:  # POs to the outbound folder (docs/outbound-po.md)
         dispatchers.append(PoDispatcher(settings, folder_target(settings, None), metrics))
+    if "approvals-sweep" in wanted:  # the approval SLA: overdue steps escalated
+        dispatchers.append(EscalationSweep(settings, metrics))
     runner = Runner(
         settings,
         processors,
