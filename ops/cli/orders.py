@@ -18,11 +18,15 @@ from rich.table import Table
 from supplybus.adapters.outbound import FolderTarget
 from supplybus.adapters.postgres import connect
 from supplybus.config import Settings
+from supplybus.consumers.procurement.commands import SOURCE, cancellation
 from supplybus.consumers.procurement.dispatch import STATUSES, Outcome, PoDispatcher, deliveries
 from supplybus.errors import ConfigError
+from supplybus.events.catalog import EventCatalog
+from supplybus.events.envelope import utcnow
 from supplybus.metrics import Metrics
 from supplybus.ops.cli.root import Context, cli, emit_json, json_option, out, pass_ctx
 from supplybus.ops.logs import configure_json_logging
+from supplybus.producers import outbox
 
 
 @cli.group("po")
@@ -177,3 +181,24 @@ def _short(text: str | None, width: int = 80) -> str:
 
 def _when(at: Any) -> str:
     return at.isoformat(timespec="seconds") if at is not None else ""
+
+
+@po.command("cancel")
+@click.argument("po_ref", metavar="PO")
+@click.option("--reason", required=True, help="Why (kept with the PO and in the audit trail).")
+@click.option("--as", "actor", default="cli", show_default=True, help="Who cancels.")
+@pass_ctx
+def cancel(ctx: Context, po_ref: str, reason: str, actor: str) -> None:
+    """Cancel purchase order PO (number or id): its budget commitment is released
+    (BudgetReleased) and, if it was not delivered yet, it never will be. Published through the
+    outbox; the purchase-orders processor applies it."""
+    settings = ctx.running(kafka=False)
+    catalog = EventCatalog.from_settings(settings)
+    with connect(settings) as conn:
+        record = cancellation(conn, po_ref, reason, actor, utcnow())
+        outbox.append(conn, SOURCE, [catalog.prepare(record)])
+        conn.commit()
+    out.print(
+        f"cancellation of {po_ref} queued in the outbox "
+        f"(event {record['envelope']['event_id']})"
+    )
