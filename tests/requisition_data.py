@@ -114,3 +114,35 @@ def requisition(lines: list[Record], center: str = CENTER) -> Record:
         "lines": lines,
         "total": {"amount": total, "currency": "USD"},
     }
+
+
+def submitted(
+    rid: str,
+    lines: list[Record],
+    *,
+    center: str = CENTER,
+    urgency: str = "ROUTINE",
+    requester: str = "U-1",
+    at: dt.datetime | None = None,
+) -> Record:
+    """A RequisitionSubmitted of ``lines`` with id and correlation id ``rid`` (STAT travels
+    CRITICAL), submitted ``at`` (default: today 08:00 UTC)."""
+    record = requisition(lines, center)
+    record["requisition_id"] = rid
+    record["requester_id"] = requester
+    record["urgency"] = urgency
+    env = record["envelope"]
+    env["event_id"] = new_envelope("x", source_system="t", entity_id="x", actor="x")["event_id"]
+    env["correlation_id"] = rid
+    env["actor"] = requester
+    env["priority"] = "CRITICAL" if urgency == "STAT" else "ROUTINE"
+    env["occurred_at"] = at or dt.datetime.combine(TODAY, dt.time(8), tzinfo=dt.UTC)
+    return record
+
+
+def about(amount: Decimal, n: int = 1, *, skip: int = 0) -> Record:
+    """Line ``n``: the ``skip``-th cheap valid item at its contract price, a quantity for a
+    little over ``amount``."""
+    item, price = [v for v in VALID if v[1].amount < 50][skip]
+    quantity = max(1, int(amount / price.amount) + 1)
+    return line(n, item, price, str(quantity))
