@@ -398,3 +398,28 @@ def test_any_order_of_arrival_ends_in_the_in_order_state(
     approval_inbox and are applied when it opens; the final state is that of in-order
     delivery, and the inbox is empty."""
     _check(base, reference, schedule)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a decision parked for a step that never opens (the chain was denied first) stays "
+    "in approval_inbox with no audit entry; in order it is recorded as refused",
+)
+def test_a_decision_parked_for_a_step_that_never_opens_is_recorded(
+    base: Settings, reference: Reference
+) -> None:
+    """Requisition A: step 2's grant arrives before step 1's denial. In order, the grant comes
+    after the denial and is refused (an audit entry); out of order it waits for step 2, which
+    never opens: it must not stay in the inbox unrecorded."""
+    plan = PLANS[0]
+    validated, _, grant_2 = (i.message for i in reference.inputs[plan.rid])
+    deny = _decision(plan, 1, "MANAGER", "EAST-BAND-MANAGER", denied=True)
+    deny_1 = Bus(base).message(deny)
+    in_order = _deliver(base, reference, [[validated], [deny_1], [grant_2]])
+    reordered = _deliver(base, reference, [[validated], [grant_2], [deny_1]])
+    assert in_order["inbox"] == (0,)
+    assert sorted(a for a, *_ in in_order["trail"][plan.rid].elements()) == sorted(
+        ["validated", "requested", "denied", "refused"]
+    )
+    assert reordered["inbox"] == in_order["inbox"], "a decision left in approval_inbox"
+    assert reordered["trail"] == in_order["trail"]
