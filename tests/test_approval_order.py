@@ -400,11 +400,6 @@ def test_any_order_of_arrival_ends_in_the_in_order_state(
     _check(base, reference, schedule)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a decision parked for a step that never opens (the chain was denied first) stays "
-    "in approval_inbox with no audit entry; in order it is recorded as refused",
-)
 def test_a_decision_parked_for_a_step_that_never_opens_is_recorded(
     base: Settings, reference: Reference
 ) -> None:

@@ -102,7 +102,12 @@ class _Run:
         chain = loaded.chain if loaded is not None else None
         step = chain.step_of(int(record["step"])) if chain is not None else None
         early = chain is None or chain.status == "VALIDATED"
-        if early or (step is not None and step.status == "WAITING"):
+        waiting = (
+            chain is not None
+            and chain.status == "PENDING_APPROVAL"
+            and (step is not None and step.status == "WAITING")
+        )
+        if early or waiting:
             self.inbox.setdefault((rid, int(record["step"])), []).append(record)
             self.parked.append(record)
             return
@@ -172,6 +177,9 @@ class _Run:
             )  # fmt: skip
             if outcome.kind == "requested" and step is not None:
                 self._follow_inbox(loaded, rid, step.step)
+        if chain.status in ("APPROVED", "DENIED"):  # no step opens again: refuse what waits
+            for key in sorted(k for k in self.inbox if k[0] == rid):
+                self._follow_inbox(loaded, rid, key[1])
 
     def _follow_inbox(self, loaded: _Loaded, rid: str, step: int) -> None:
         """Decisions that waited for ``step`` to open, applied in arrival order."""
@@ -274,7 +282,7 @@ def _inbox(conn: psycopg.Connection, ids: list[str]) -> dict[tuple[str, int], li
     found: dict[tuple[str, int], list[Record]] = {}
     for rid, step, record in conn.execute(
         "SELECT requisition_id, step, record FROM approval_inbox WHERE requisition_id = ANY(%s)"
-        " ORDER BY received_at, event_id",
+        " ORDER BY seq",
         (ids,),
     ):
         record["envelope"]["occurred_at"] = dt.datetime.fromisoformat(

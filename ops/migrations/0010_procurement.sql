@@ -59,6 +59,7 @@ CREATE INDEX approval_steps_open ON approval_steps (status, due_at)
 -- A decision that arrived before its step was requested (redelivery, reordering, a foreign
 -- producer): kept, and applied when the step opens.
 CREATE TABLE approval_inbox (
+    seq            bigserial   NOT NULL,           -- arrival order
     event_id       uuid        PRIMARY KEY,
     requisition_id text        NOT NULL,
     step           int         NOT NULL,
