@@ -11,6 +11,7 @@ BUILTIN: dict[str, str] = {
     "stock-balances": "supplybus.consumers.inventory.balances:processor",
     "masterdata": "supplybus.consumers.masterdata.processor:processor",
     "requisitions": "supplybus.consumers.procurement.processor:requisitions",
+    "approval-policies": "supplybus.consumers.approvals.published:processor",
     "approvals": "supplybus.consumers.approvals.processor:approvals",
     "purchase-orders": "supplybus.consumers.procurement.orders:processor",
     "budget-spend": "supplybus.consumers.finance.processor:processor",

@@ -30,7 +30,8 @@ import psycopg
 from supplybus.consumers import audit
 from supplybus.consumers.approvals.authority import Scope
 from supplybus.consumers.approvals.chain import Chain, Outcome, StepState, steps_of_route
-from supplybus.consumers.approvals.federation import PolicySet, load_policies
+from supplybus.consumers.approvals.federation import PolicySet
+from supplybus.consumers.approvals.published import PoliciesInForce
 from supplybus.consumers.masterdata.approvers import Approver
 from supplybus.consumers.masterdata.queries import approvers as read_approvers
 from supplybus.consumers.runtime.processor import Event, Processor, Record
@@ -52,10 +53,12 @@ class _Loaded:
 
 
 def approvals(policies: PolicySet | None = None) -> Processor:
-    """The processor, with ``policies`` (default: the shipped policy set, loaded now)."""
-    policy_set = policies if policies is not None else load_policies()
+    """The processor, with ``policies`` (default: the published set in force, else the
+    shipped files: ``PoliciesInForce``)."""
+    in_force = PoliciesInForce(policies)
 
     def handle(events: Sequence[Event], conn: psycopg.Connection) -> list[Record]:
+        policy_set = policies if policies is not None else in_force(conn)
         ids = sorted({str(e.record["requisition_id"]) for e in events})
         chains = {rid: _Loaded(c) for rid, c in load_chains(conn, ids).items()}
         inbox = _inbox(conn, ids)

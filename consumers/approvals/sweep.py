@@ -13,7 +13,8 @@ import psycopg
 from supplybus.adapters.postgres import connect, is_transient
 from supplybus.config import Settings
 from supplybus.consumers.approvals import commands
-from supplybus.consumers.approvals.federation import PolicySet, load_policies
+from supplybus.consumers.approvals.federation import PolicySet
+from supplybus.consumers.approvals.published import PoliciesInForce
 from supplybus.errors import TransientError
 from supplybus.events.catalog import EventCatalog
 from supplybus.events.envelope import utcnow
@@ -35,7 +36,7 @@ class EscalationSweep:
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.policies = policies if policies is not None else load_policies()
+        self.policies = PoliciesInForce(policies)
         self.interval_s = interval_s
         self.catalog = EventCatalog.from_settings(settings)
         self.passes = 0
@@ -65,7 +66,7 @@ class EscalationSweep:
     def sweep(self) -> int:
         """One pass: the escalations queued (committed), the fallback gauge set."""
         with connect(self.settings) as conn:
-            records = commands.overdue(conn, self.policies, utcnow())
+            records = commands.overdue(conn, self.policies(conn), utcnow())
             commands.queue(conn, self.catalog, records)
             (fallback,) = conn.execute(
                 "SELECT count(*) FROM approval_steps s JOIN requisitions r USING (requisition_id)"

@@ -12,7 +12,7 @@ requisition id submitted again is rejected (``DUPLICATE_REQUISITION``) unless th
 submission was rejected: an amendment is a new requisition.
 
 A valid requisition is routed with ``approvals.route`` under its entity's and facility's
-effective policy (the shipped ``schemas/policies``, loaded once when the processor is built).
+effective policy (the published set in force, ``approvals.published``).
 RequisitionValidated has no field for the route, so the audit entry records it: the rules of
 each step (``rule_ids``), the policy ids and versions (``rule_version``, ``id@v,...``) and the
 whole route as JSON (``detail["route"]``).
@@ -38,7 +38,8 @@ from typing import Any
 import psycopg
 
 from supplybus.consumers import audit
-from supplybus.consumers.approvals.federation import PolicySet, load_policies
+from supplybus.consumers.approvals.federation import PolicySet
+from supplybus.consumers.approvals.published import PoliciesInForce
 from supplybus.consumers.approvals.routing import Request, Route, route
 from supplybus.consumers.finance.queries import spend_of
 from supplybus.consumers.procurement.validation import (
@@ -63,10 +64,12 @@ ENTITY_TYPE = "requisition"
 
 
 def requisitions(policies: PolicySet | None = None) -> Processor:
-    """The processor, with ``policies`` (default: the shipped policy set, loaded now)."""
-    policy_set = policies if policies is not None else load_policies()
+    """The processor, with ``policies`` (default: the published set in force, else the
+    shipped files: ``PoliciesInForce``)."""
+    in_force = PoliciesInForce(policies)
 
     def handle(events: Sequence[Event], conn: psycopg.Connection) -> list[Record]:
+        policy_set = policies if policies is not None else in_force(conn)
         records = [e.record for e in events]
         master = read_master(conn, records)
         known: dict[str, str] = dict(

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from supplybus.adapters.postgres import connect
 from supplybus.consumers.approvals import commands
-from supplybus.consumers.approvals.federation import load_policies
+from supplybus.consumers.approvals.published import PoliciesInForce
 from supplybus.events.catalog import EventCatalog
 from supplybus.events.envelope import utcnow
 from supplybus.ops.cli.root import Context, cli, emit_json, json_option, out, pass_ctx
@@ -74,7 +74,7 @@ def escalate_cmd(ctx: Context, now_text: str | None) -> None:
     settings = ctx.running(kafka=False)
     catalog = EventCatalog.from_settings(settings)
     with connect(settings) as conn:
-        records = commands.overdue(conn, load_policies(), now)
+        records = commands.overdue(conn, PoliciesInForce()(conn), now)
         commands.queue(conn, catalog, records)
         conn.commit()
     for r in records:
