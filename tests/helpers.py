@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
 from confluent_kafka import Message
 
 from supplybus.adapters.kafka import read_records
@@ -27,6 +28,32 @@ def cli_env(settings: Settings, home: Path) -> dict[str, str]:
         "SUPPLYBUS_TOPIC_CATALOG": str(settings.topic_catalog),
         "SUPPLYBUS_HOME": str(home),
     }
+
+
+class InProcessCli:
+    """`supplybus ARGS` in this process (faster than a subprocess: no interpreter start), with
+    the environment of ``cli_env`` set through ``monkeypatch``; returns what ``run_cli`` does."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        home: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        for name in _SERVICE_VARS:
+            monkeypatch.delenv(name, raising=False)
+        for name, value in cli_env(settings, home).items():
+            monkeypatch.setenv(name, value)
+        self.capsys = capsys
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        from supplybus.ops.cli import main
+
+        self.capsys.readouterr()
+        code = main(list(args))
+        captured = self.capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), code, captured.out, captured.err)
 
 
 def run_cli(

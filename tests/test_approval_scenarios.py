@@ -20,7 +20,7 @@ from supplybus.adapters.postgres import connect
 from supplybus.config import Settings
 from supplybus.events.envelope import deterministic_id
 from supplybus.producers.publisher import Publisher
-from tests.helpers import cli_env, run_cli
+from tests.helpers import InProcessCli
 from tests.requisition_data import SAMPLE, TODAY, about, submitted
 from tests.test_requisition_to_po import run_pipeline
 from tests.workers import fresh_group
@@ -66,10 +66,14 @@ def _status(settings: Settings, rid: str) -> str:
 
 
 def test_approval_scenarios(
-    isolated: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    isolated: Settings,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     settings = fresh_group(isolated)
-    env = cli_env(settings, tmp_path / "home")
+    cli = InProcessCli(settings, tmp_path / "home", monkeypatch, capsys)
     outbound = tmp_path / "outbound"
     outbound.mkdir()
     with Publisher.from_settings(settings) as pub:
@@ -98,36 +102,36 @@ def test_approval_scenarios(
     assert [s[1] for s in _steps(settings, "REQ-OVER")] == ["FINANCE", "MANAGER", "DIRECTOR"]
 
     # the requester is the only manager: nobody else may decide -> fallback queue and an alert
-    _refused(run_cli("approve", "REQ-OWN", "--as", "APR-EAST-MGR", env=env), "segregation of")
-    queue = json.loads(_ok(run_cli("approvals", "list", "--fallback", "--json", env=env)))
+    _refused(cli("approve", "REQ-OWN", "--as", "APR-EAST-MGR"), "segregation of")
+    queue = json.loads(_ok(cli("approvals", "list", "--fallback", "--json")))
     assert [(q["requisition_id"], q["status"]) for q in queue] == [("REQ-OWN", "FALLBACK")]
     assert any("approval fallback: requisition REQ-OWN" in r.getMessage() for r in caplog.records)
 
     # an authority limit below the step's amount is refused, naming both amounts
     _refused(
-        run_cli("approve", "REQ-STAT", "--as", "APR-EAST-MGR2", env=env),
+        cli("approve", "REQ-STAT", "--as", "APR-EAST-MGR2"),
         "may approve up to 1000.0000 USD",
     )
 
     # decisions: the STAT requisition granted, one denied with its reason
-    _ok(run_cli("approve", "REQ-STAT", "--as", "APR-EAST-MGR", env=env))
-    _ok(run_cli("deny", "REQ-DENY", "--as", "APR-EAST-MGR", "--reason", "not needed", env=env))
-    _refused(run_cli("deny", "REQ-LATE", "--as", "APR-EAST-MGR", env=env), "--reason")
+    _ok(cli("approve", "REQ-STAT", "--as", "APR-EAST-MGR"))
+    _ok(cli("deny", "REQ-DENY", "--as", "APR-EAST-MGR", "--reason", "not needed"))
+    _refused(cli("deny", "REQ-LATE", "--as", "APR-EAST-MGR"), "--reason")
 
     # the SLA: 25 hours later the routine manager step is overdue and escalates to DIRECTOR;
     # the sweep repeated before the processor applied it escalates once
     run_pipeline(settings, outbound)
     later = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=25)).isoformat()
     assert "escalated REQ-LATE step 1 to DIRECTOR" in _ok(
-        run_cli("approvals", "escalate", "--now", later, env=env)
+        cli("approvals", "escalate", "--now", later)
     )
-    _ok(run_cli("approvals", "escalate", "--now", later, env=env))
+    _ok(cli("approvals", "escalate", "--now", later))
     run_pipeline(settings, outbound)
     (step,) = _steps(settings, "REQ-LATE")
     assert step[2:4] == (["MANAGER", "DIRECTOR"], "PENDING")
     assert step[5] == dt.datetime.fromisoformat(later) + dt.timedelta(hours=24)
-    assert "0 step(s) escalated" in _ok(run_cli("approvals", "escalate", "--now", later, env=env))
-    _ok(run_cli("approve", "REQ-LATE", "--as", "APR-EAST-DIR2", env=env))
+    assert "0 step(s) escalated" in _ok(cli("approvals", "escalate", "--now", later))
+    _ok(cli("approve", "REQ-LATE", "--as", "APR-EAST-DIR2"))
     run_pipeline(settings, outbound)
 
     assert _status(settings, "REQ-DENY") == "DENIED"
@@ -154,17 +158,17 @@ def test_approval_scenarios(
 
     # cancellation releases the commitment
     def committed() -> Decimal:
-        spend = json.loads(_ok(run_cli("spend", "--cost-center", "CC-E1-SURG", "--json", env=env)))
+        spend = json.loads(_ok(cli("spend", "--cost-center", "CC-E1-SURG", "--json")))
         period = f"{TODAY.year:04d}-{TODAY.month:02d}"
         return Decimal(next(r["committed"] for r in spend if r["period"] == period))
 
     before = committed()
-    po = json.loads(_ok(run_cli("show", "po", po_number, "--json", env=env)))
-    _ok(run_cli("po", "cancel", po_number, "--reason", "patient transferred", env=env))
-    _refused(run_cli("po", "cancel", "PO-NOPE-1", "--reason", "x", env=env), "not known")
+    po = json.loads(_ok(cli("show", "po", po_number, "--json")))
+    _ok(cli("po", "cancel", po_number, "--reason", "patient transferred"))
+    _refused(cli("po", "cancel", "PO-NOPE-1", "--reason", "x"), "not known")
     run_pipeline(settings, outbound)
     assert committed() == before - Decimal(po["total"])
     assert _status(settings, "REQ-STAT") == "CANCELLED"
-    shown = json.loads(_ok(run_cli("show", "po", po_number, "--json", env=env)))
+    shown = json.loads(_ok(cli("show", "po", po_number, "--json")))
     assert shown["status"] == "CANCELLED" and shown["cancelled_reason"] == "patient transferred"
-    assert _ok(run_cli("audit", "verify", env=env))
+    assert _ok(cli("audit", "verify"))

@@ -12,6 +12,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from supplybus.adapters.outbound import FolderTarget
 from supplybus.adapters.postgres import connect
 from supplybus.config import Settings
@@ -25,7 +27,7 @@ from supplybus.consumers.runtime.runner import Runner
 from supplybus.events.catalog import EventCatalog
 from supplybus.events.envelope import deterministic_id
 from supplybus.producers.publisher import Publisher
-from tests.helpers import cli_env, run_cli
+from tests.helpers import InProcessCli
 from tests.requisition_data import SAMPLE, TODAY, VALID, line, requisition
 from tests.workers import fresh_group
 
@@ -65,9 +67,14 @@ def _json(result: Any) -> Any:
     return json.loads(result.stdout)
 
 
-def test_requisition_to_po_through_two_approval_levels(isolated: Settings, tmp_path: Path) -> None:
+def test_requisition_to_po_through_two_approval_levels(
+    isolated: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     settings = fresh_group(isolated)
-    env = cli_env(settings, tmp_path / "home")
+    cli = InProcessCli(settings, tmp_path / "home", monkeypatch, capsys)
     outbound = tmp_path / "outbound"
     outbound.mkdir()
     submitted = two_supplier_requisition(RID, Decimal(6000))
@@ -79,21 +86,21 @@ def test_requisition_to_po_through_two_approval_levels(isolated: Settings, tmp_p
     run_pipeline(settings, outbound)
 
     # ENT-EAST: MANAGER from 2,500, DIRECTOR from 10,000: two levels, the manager's first
-    waiting = _json(run_cli("approvals", "list", "--json", env=env))
+    waiting = _json(cli("approvals", "list", "--json"))
     assert [(w["requisition_id"], w["step"], w["role"]) for w in waiting] == [(RID, 1, "MANAGER")]
     assert waiting[0]["deciders"] == ["APR-EAST-MGR"]
-    refused = run_cli("approve", RID, "--as", "APR-EAST-DIR2", env=env)
+    refused = cli("approve", RID, "--as", "APR-EAST-DIR2")
     assert refused.returncode != 0 and "does not hold role MANAGER" in refused.stderr
     assert "Traceback" not in refused.stderr
-    granted = run_cli("approve", RID, "--as", "APR-EAST-MGR", "--comment", "ok", env=env)
+    granted = cli("approve", RID, "--as", "APR-EAST-MGR", "--comment", "ok")
     assert granted.returncode == 0, granted.stderr
     run_pipeline(settings, outbound)
 
     # the director is away: their delegate decides on their behalf (or in their own right)
-    waiting = _json(run_cli("approvals", "list", "--approver", "APR-EAST-DIR2", "--json", env=env))
+    waiting = _json(cli("approvals", "list", "--approver", "APR-EAST-DIR2", "--json"))
     assert [(w["step"], w["role"]) for w in waiting] == [(2, "DIRECTOR")]
     assert "APR-EAST-DIR2 for APR-EAST-DIR" in waiting[0]["deciders"]
-    done = run_cli("approve", RID, "--as", "APR-EAST-DIR2", "--for", "APR-EAST-DIR", env=env)
+    done = cli("approve", RID, "--as", "APR-EAST-DIR2", "--for", "APR-EAST-DIR")
     assert done.returncode == 0, done.stderr
     assert "granted by APR-EAST-DIR2 for APR-EAST-DIR" in done.stdout
     run_pipeline(settings, outbound)
@@ -146,13 +153,13 @@ def test_requisition_to_po_through_two_approval_levels(isolated: Settings, tmp_p
     amounts = [codec.decode(bytes(v)).record["amount"]["amount"] for (v,) in committed]
     total_ordered = sum((p[3] for p in pos), Decimal(0))
     assert sum(amounts, Decimal(0)) == total_ordered
-    spend = _json(run_cli("spend", "--cost-center", "CC-E1-SURG", "--json", env=env))
+    spend = _json(cli("spend", "--cost-center", "CC-E1-SURG", "--json"))
     (row,) = [r for r in spend if r["period"] == f"{TODAY.year:04d}-{TODAY.month:02d}"]
     assert Decimal(row["committed"]) == total_ordered
     assert Decimal(row["available"]) == Decimal(row["budget"]) - total_ordered
 
     # `show` agrees with the events
-    shown = _json(run_cli("show", "requisition", RID, "--json", env=env))
+    shown = _json(cli("show", "requisition", RID, "--json"))
     assert shown["status"] == "ORDERED"
     assert [(a["step"], a["role"], a["decided_by"], a["on_behalf_of"]) for a in shown["steps"]] == [
         (1, "MANAGER", "APR-EAST-MGR", None),
@@ -160,16 +167,16 @@ def test_requisition_to_po_through_two_approval_levels(isolated: Settings, tmp_p
     ]
     assert sorted(p["po_number"] for p in shown["purchase_orders"]) == [p[1] for p in sorted(
         pos, key=lambda p: p[1])]  # fmt: skip
-    po = _json(run_cli("show", "po", "PO-EAST-000001", "--json", env=env))
+    po = _json(cli("show", "po", "PO-EAST-000001", "--json"))
     assert po["status"] == "ISSUED" and po["delivery"]["status"] == "DELIVERED"
     assert Decimal(po["total"]) == next(p[3] for p in pos if p[1] == "PO-EAST-000001")
 
     # the audit trail: every step on record, intact, and an edit by hand is found
-    trail = _json(run_cli("audit", RID, "--type", "requisition", "--json", env=env))
+    trail = _json(cli("audit", RID, "--type", "requisition", "--json"))
     assert [t["action"] for t in trail] == [
         "validated", "requested", "granted", "requested", "granted", "approved", "ordered",
     ]  # fmt: skip
-    assert run_cli("audit", "verify", env=env).returncode == 0
+    assert cli("audit", "verify").returncode == 0
     with connect(settings) as conn:
         conn.execute("ALTER TABLE audit_log DISABLE TRIGGER USER")
         conn.execute(
@@ -179,5 +186,5 @@ def test_requisition_to_po_through_two_approval_levels(isolated: Settings, tmp_p
         )
         conn.execute("ALTER TABLE audit_log ENABLE TRIGGER USER")
         conn.commit()
-    broken = run_cli("audit", "verify", env=env)
+    broken = cli("audit", "verify")
     assert broken.returncode == 1 and RID in broken.stdout + broken.stderr
