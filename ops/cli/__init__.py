@@ -26,6 +26,7 @@ from supplybus.ops.cli import (  # noqa: F401 - each module registers its comman
     services,
     show,
     topics,
+    trace,
 )
 from supplybus.ops.cli.root import cli
 
