@@ -82,8 +82,9 @@ class AuditNote:
     action: str
     actor: str
     reason: str
-    at: dt.datetime
+    at: dt.datetime  # when it happened (business time: the event's occurred_at)
     event_id: str
+    recorded_at: dt.datetime  # when it was stored (what timings compare)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +178,7 @@ def assemble(facts: Facts) -> Trace:
     emitted: dict[str, Emitted] = {}
     for e in sorted(facts.emitted, key=lambda e: e.created_at):
         emitted.setdefault(e.event_id, e)
+    rank = {i: n for n, i in enumerate(emitted)}  # outbox order breaks ties in time
     ids = _all_ids(facts, emitted)
     parent = {i: e.causation_id for i, e in emitted.items() if e.causation_id in ids}
     kids: dict[str | None, list[str]] = {}
@@ -185,8 +187,8 @@ def assemble(facts: Facts) -> Trace:
     times = {i: _time_of(i, facts, emitted) for i in ids}
     far = dt.datetime.max.replace(tzinfo=dt.UTC)
 
-    def order(i: str) -> tuple[dt.datetime, str, str]:
-        return (times[i] or far, emitted[i].event_type if i in emitted else "", i)
+    def order(i: str) -> tuple[dt.datetime, int, str]:
+        return (times[i] or far, rank.get(i, -1), i)
 
     ordered: list[tuple[str, int]] = []
     seen: set[str] = set()
@@ -232,7 +234,8 @@ def _time_of(i: str, facts: Facts, emitted: Mapping[str, Emitted]) -> dt.datetim
     seen = [a.at for a in facts.applied.get(i, ())]
     seen += [d.first_failed_at for d in facts.dead_letters if d.event_id == i]
     seen += [h.held_at for h in facts.held if h.event_id == i]
-    seen += [a.at for a in facts.audit if a.event_id == i]
+    if not seen:  # known from the audit trail alone
+        seen = [a.recorded_at for a in facts.audit if a.event_id == i]
     return min(seen, default=None)
 
 
@@ -267,7 +270,9 @@ def _node(
         applied=applied,
         dead_letters=dead,
         held=held,
-        audit=tuple(sorted((a for a in facts.audit if a.event_id == i), key=lambda a: a.at)),
+        audit=tuple(
+            sorted((a for a in facts.audit if a.event_id == i), key=lambda a: a.recorded_at)
+        ),
     )
 
 
@@ -370,8 +375,8 @@ def explain(t: Trace) -> list[str]:
         )
     lines.extend(st.waiting)
     if not lines:
-        where = "; ".join(t.status) if t.status else f"{len(t.nodes)} event(s)"
-        lines.append(f"nothing stuck: {where}")
+        where = f"{t.status[0]} " if t.status else ""
+        lines.append(f"nothing stuck: {where}({len(t.nodes)} events)")
     return lines
 
 
@@ -415,7 +420,8 @@ def to_json(t: Trace) -> dict[str, Any]:
             "held": [held(h) for h in n.held],
             "audit": [
                 {"entity_type": a.entity_type, "entity_id": a.entity_id, "action": a.action,
-                 "actor": a.actor, "reason": a.reason, "at": when(a.at)}
+                 "actor": a.actor, "reason": a.reason, "at": when(a.at),
+                 "recorded_at": when(a.recorded_at)}
                 for a in n.audit
             ],
         }  # fmt: skip

@@ -179,11 +179,15 @@ def _held(conn: psycopg.Connection, cid: str) -> list[Held]:
 
 def _audit(conn: psycopg.Connection, cid: str) -> list[AuditNote]:
     rows = conn.execute(
-        "SELECT entity_type, entity_id, action, actor, reason, at, event_id FROM audit_log"
+        "SELECT entity_type, entity_id, action, actor, reason, at, event_id, recorded_at"
+        " FROM audit_log"
         " WHERE correlation_id = %s ORDER BY at, entity_type, entity_id, seq",
         (cid,),
     ).fetchall()
-    return [AuditNote(t, e, a, who, why, at, canonical(i)) for t, e, a, who, why, at, i in rows]
+    return [
+        AuditNote(t, e, a, who, why, at, canonical(i), rec)
+        for t, e, a, who, why, at, i, rec in rows
+    ]
 
 
 def _applied(

@@ -50,8 +50,7 @@ def _tree(t: Trace) -> Tree:
     for n in t.nodes.values():
         parent = branches.get(n.causation_id or "", root) if n.depth else root
         branches[n.event_id] = branch = parent.add(_label(n, t))
-        for line in _details(n, t):
-            branch.add(line)
+        _details(branch, n, t)
     return root
 
 
@@ -74,34 +73,32 @@ def _label(n: Node, t: Trace) -> str:
     )
 
 
-def _details(n: Node, t: Trace) -> list[str]:
-    lines: list[str] = []
+def _details(branch: Tree, n: Node, t: Trace) -> None:
     if n.applied:
         applied = ", ".join(f"{escape(a.processor)} {delta(a.at, t.started_at)}" for a in n.applied)
-        lines.append(f"[green]applied by[/green] {applied}")
+        branch.add(f"[green]applied by[/green] {applied}")
     for d in n.dead_letters:
         colour = "red" if d.is_open else "dim"
-        lines.append(
+        dead = branch.add(
             f"[{colour}]✗ dead letter {short(d.dead_letter_id)} at {escape(d.processor)}"
             f" {delta(d.first_failed_at, t.started_at)}: {escape(d.error_code)}"
             f" {escape(d.message)} ({d.status}, {d.attempts} attempt(s),"
             f" {d.held_behind} held behind)[/{colour}]"
         )
         for g in d.log:
-            lines.append(
-                f"  ↻ {escape(g.action)} by {escape(g.actor)} {delta(g.at, t.started_at)}:"
+            dead.add(
+                f"↻ {escape(g.action)} by {escape(g.actor)} {delta(g.at, t.started_at)}:"
                 f" {escape(g.outcome)}"
             )
     for h in n.held:
         waits = ", ".join(short(w) for w in h.waits_on) or "nothing (releasing)"
-        lines.append(
+        branch.add(
             f"[yellow]⏸ held at {escape(h.processor)} {delta(h.held_at, t.started_at)}"
             f" (key {escape(h.key)}) behind {waits}[/yellow]"
         )
     for a in n.audit:
         why = f": {escape(a.reason)}" if a.reason else ""
-        lines.append(
+        branch.add(
             f"[dim]audit {escape(a.entity_type)} {escape(a.entity_id)} {escape(a.action)}"
-            f" by {escape(a.actor)}{why}[/dim]"
+            f" by {escape(a.actor)} {delta(a.recorded_at, t.started_at)}{why}[/dim]"
         )
-    return lines
