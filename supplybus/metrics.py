@@ -25,6 +25,9 @@ Names (all prefixed ``supplybus_``):
 - ``po_deliveries_overdue``      pending PO deliveries older than the alert time (alert on > 0)
 - ``approvals_escalated_total``  approval steps escalated past their SLA by the sweep
 - ``approvals_fallback``         approval steps nobody can decide (the fallback queue; alert on > 0)
+- ``dead_letters_open``          open dead letters, by processor and error code (set every 30 s)
+- ``dead_letter_oldest_age_seconds``  age of the oldest open dead letter (its first failure)
+- ``dlq_replays_total``          dead letters replayed by `supplybus dlq replay`, by outcome
 """
 
 from __future__ import annotations
@@ -154,6 +157,23 @@ class Metrics:
         self.approvals_fallback = Gauge(
             "supplybus_approvals_fallback",
             "Approval steps nobody can decide: the fallback queue (set by the sweep)",
+            registry=r,
+        )
+        self.dead_letters_open = Gauge(
+            "supplybus_dead_letters_open",
+            "Open dead letters, by processor and error code",
+            ("processor", "error_code"),
+            registry=r,
+        )
+        self.dead_letter_oldest_age = Gauge(
+            "supplybus_dead_letter_oldest_age_seconds",
+            "Age of the oldest open dead letter (since its first failure)",
+            registry=r,
+        )
+        self.dlq_replays = Counter(
+            "supplybus_dlq_replays",
+            "Dead letters replayed, by outcome (applied, already-applied, failed-again)",
+            ("outcome",),
             registry=r,
         )
 

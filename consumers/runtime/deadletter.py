@@ -25,6 +25,8 @@ from typing import cast
 import psycopg
 from confluent_kafka import Message
 
+from supplybus.consumers.runtime.dlq_store import LogEntry
+from supplybus.consumers.runtime.dlq_store import log as log_dead_letter
 from supplybus.errors import SupplybusError
 from supplybus.producers import outbox
 
@@ -166,7 +168,11 @@ def record(conn: psycopg.Connection, processor: str, dlq_topic: str, failure: Fa
     if row is None:  # pragma: no cover - RETURNING always yields the row
         raise RuntimeError("dead letter upsert returned nothing")
     _, attempts, first, last, inserted, status = row
-    if inserted:
+    if not inserted:  # failing again (a re-delivery, a replay): the failure history
+        detail = {"attempt": attempts, "error_code": failure.error_code, "message": message}
+        entry = LogEntry(dead_letter_id, processor, "failed", "failed-again", detail)
+        log_dead_letter(conn, [entry])
+    else:
         lineage = [
             (H_ID, dead_letter_id),
             (H_TOPIC, failure.topic),
