@@ -34,7 +34,8 @@ from supplybus.ops.trace_model import (
 )
 
 _DLQ_ROW = (
-    "EXISTS (SELECT 1 FROM dead_letters d WHERE d.dlq_topic = o.topic AND d.processor = o.source"
+    "EXISTS (SELECT 1 FROM dead_letters d WHERE d.correlation_id = o.correlation_id"
+    " AND d.dlq_topic = o.topic AND d.processor = o.source"
     " AND d.event_id IS NOT DISTINCT FROM o.event_id)"
 )
 
@@ -156,7 +157,8 @@ def _read_dead(conn: psycopg.Connection, query: str, param: object) -> list[Dead
 def _logs(conn: psycopg.Connection, ids: Sequence[str]) -> dict[str, list[LogEntry]]:
     """The workbench's log of each dead letter (empty until someone acts on it)."""
     found: dict[str, list[LogEntry]] = {}
-    if ids:
+    present = conn.execute("SELECT to_regclass('dead_letter_log') IS NOT NULL").fetchone()
+    if ids and present and present[0]:  # before migration 0013 there is no log
         for i, at, actor, action, outcome in conn.execute(
             "SELECT dead_letter_id::text, at, actor, action, outcome FROM dead_letter_log"
             " WHERE dead_letter_id = ANY(%s::uuid[]) ORDER BY id",

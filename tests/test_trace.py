@@ -221,6 +221,18 @@ def test_trace_names_the_dead_letter_and_the_held_event(
     assert "stuck? yes" in text.stdout and "dry-run by nurse" in text.stdout
 
 
+def test_trace_before_migrations_says_what_to_run(
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cli = InProcessCli(settings, tmp_path / "home", monkeypatch, capsys)
+    result = cli("trace", "REQ-1")
+    assert result.returncode == 2 and "supplybus db migrate" in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+
+
 # -- the assembly, pure ---------------------------------------------------------------------
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import click
+import psycopg
 from rich.markup import escape
 from rich.tree import Tree
 
 from supplybus.adapters.postgres import connect
+from supplybus.errors import ConfigError
 from supplybus.ops.cli.root import Context, cli, emit_json, json_option, out, pass_ctx
 from supplybus.ops.trace_model import Node, Trace, delta, explain, short, to_json
 from supplybus.ops.tracing import trace
@@ -28,8 +30,15 @@ def trace_cmd(ctx: Context, correlation_id: str, as_json: bool) -> None:
     approval step, a delivery. `--json` gives the same structure. An unknown correlation id
     prints one line and exits 2.
     """
-    with connect(ctx.running(kafka=False)) as conn:
-        found = trace(conn, correlation_id)
+    settings = ctx.running(kafka=False)
+    with connect(settings) as conn:
+        try:
+            found = trace(conn, correlation_id)
+        except psycopg.errors.UndefinedTable as exc:
+            raise ConfigError(
+                f"schema {settings.db_schema}: {exc.diag.message_primary}"
+                " (run `supplybus db migrate`)"
+            ) from exc
     if as_json:
         emit_json(to_json(found))
         return
