@@ -14,6 +14,7 @@ from supplybus.ops.cli import (  # noqa: F401 - each module registers its comman
     approvals,
     audit,
     db,
+    dlq,
     events,
     finance,
     holds,

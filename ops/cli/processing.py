@@ -11,6 +11,7 @@ from supplybus.consumers.approvals.sweep import EscalationSweep
 from supplybus.consumers.processors import BUILTIN, load_processor
 from supplybus.consumers.procurement.dispatch import PoDispatcher
 from supplybus.consumers.runtime.budget import DeadLetterBudget
+from supplybus.consumers.runtime.dlq_gauges import DeadLetterGauges
 from supplybus.consumers.runtime.runner import Background, Runner
 from supplybus.metrics import Metrics
 from supplybus.ops.cli.orders import folder_target
@@ -35,7 +36,7 @@ from supplybus.ops.logs import configure_json_logging
 @click.option(
     "--metrics-port",
     type=click.IntRange(1, 65535),
-    help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics.",
+    help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (dead-letter gauges every 30 s).",
 )
 @click.option("--batch-size", type=click.IntRange(1, 100_000), help="Records per batch.")
 @click.option(
@@ -110,6 +111,8 @@ def run(
         dispatchers.append(PoDispatcher(settings, folder_target(settings, None), metrics))
     if "approvals-sweep" in wanted:  # the approval SLA: overdue steps escalated
         dispatchers.append(EscalationSweep(settings, metrics))
+    if metrics_port:  # supplybus_dead_letters_open, _oldest_age_seconds every 30 s
+        dispatchers.append(DeadLetterGauges(settings, metrics))
     runner = Runner(
         settings,
         processors,
