@@ -163,6 +163,7 @@ class Trace:
     status: tuple[str, ...]
     stuck: Stuck
     foreign: Mapping[str, DeadLetter]
+    undecoded: tuple[DeadLetter, ...]  # dead letters of records without an event id
 
 
 def canonical(event_id: str) -> str:
@@ -208,7 +209,9 @@ def assemble(facts: Facts) -> Trace:
         roots.append(stray)
         visit(stray, 0)
     nodes = {i: _node(i, d, facts, emitted, kids, times[i]) for i, d in ordered}
-    started = min((t for t in times.values() if t is not None), default=None)
+    undecoded = tuple(d for d in facts.dead_letters if not d.event_id)
+    first = [t for t in times.values() if t is not None] + [d.first_failed_at for d in undecoded]
+    started = min(first, default=None)
     return Trace(
         correlation_id=facts.correlation_id,
         started_at=started,
@@ -217,6 +220,7 @@ def assemble(facts: Facts) -> Trace:
         status=tuple(facts.status),
         stuck=_stuck(facts, nodes),
         foreign=facts.foreign,
+        undecoded=undecoded,
     )
 
 
@@ -433,6 +437,7 @@ def to_json(t: Trace) -> dict[str, Any]:
         "status": list(t.status),
         "roots": list(t.roots),
         "events": [node(n) for n in t.nodes.values()],
+        "undecoded_dead_letters": [dead(d) for d in t.undecoded],
         "stuck": {
             "stuck": bool(st),
             "summary": explain(t),

@@ -309,3 +309,13 @@ def test_a_held_event_behind_another_transactions_dead_letter_says_why() -> None
         "(step 3 unknown)"
     ]
     assert trace.stuck.held == (held,) and bool(trace.stuck)
+
+
+def test_a_dead_letter_without_event_id_is_kept_and_explained() -> None:
+    bad = DeadLetter(
+        "e" * 32, "requisitions", None, None, "t", None, "DECODE", "bad framing", "open", 3,
+        T0, 0,
+    )  # fmt: skip
+    trace = assemble(Facts(correlation_id="c", dead_letters=[bad]))
+    assert trace.nodes == {} and trace.undecoded == (bad,) and trace.started_at == T0
+    assert explain(trace) == ["dead letter eeeeeeee at requisitions: bad framing"]

@@ -10,7 +10,7 @@ from rich.tree import Tree
 from supplybus.adapters.postgres import connect
 from supplybus.errors import ConfigError
 from supplybus.ops.cli.root import Context, cli, emit_json, json_option, out, pass_ctx
-from supplybus.ops.trace_model import Node, Trace, delta, explain, short, to_json
+from supplybus.ops.trace_model import DeadLetter, Node, Trace, delta, explain, short, to_json
 from supplybus.ops.tracing import trace
 
 
@@ -60,6 +60,8 @@ def _tree(t: Trace) -> Tree:
         parent = branches.get(n.causation_id or "", root) if n.depth else root
         branches[n.event_id] = branch = parent.add(_label(n, t))
         _details(branch, n, t)
+    for d in t.undecoded:  # no event id: nothing to hang it under
+        _add_dead(root, d, t)
     return root
 
 
@@ -82,23 +84,31 @@ def _label(n: Node, t: Trace) -> str:
     )
 
 
+def _dead_line(d: DeadLetter, t: Trace) -> str:
+    colour = "red" if d.is_open else "dim"
+    return (
+        f"[{colour}]✗ dead letter {short(d.dead_letter_id)} at {escape(d.processor)}"
+        f" {delta(d.first_failed_at, t.started_at)}: {escape(d.error_code)}"
+        f" {escape(d.message)} ({d.status}, {d.attempts} attempt(s),"
+        f" {d.held_behind} held behind)[/{colour}]"
+    )
+
+
+def _add_dead(branch: Tree, d: DeadLetter, t: Trace) -> None:
+    dead = branch.add(_dead_line(d, t))
+    for g in d.log:
+        dead.add(
+            f"↻ {escape(g.action)} by {escape(g.actor)} {delta(g.at, t.started_at)}:"
+            f" {escape(g.outcome)}"
+        )
+
+
 def _details(branch: Tree, n: Node, t: Trace) -> None:
     if n.applied:
         applied = ", ".join(f"{escape(a.processor)} {delta(a.at, t.started_at)}" for a in n.applied)
         branch.add(f"[green]applied by[/green] {applied}")
     for d in n.dead_letters:
-        colour = "red" if d.is_open else "dim"
-        dead = branch.add(
-            f"[{colour}]✗ dead letter {short(d.dead_letter_id)} at {escape(d.processor)}"
-            f" {delta(d.first_failed_at, t.started_at)}: {escape(d.error_code)}"
-            f" {escape(d.message)} ({d.status}, {d.attempts} attempt(s),"
-            f" {d.held_behind} held behind)[/{colour}]"
-        )
-        for g in d.log:
-            dead.add(
-                f"↻ {escape(g.action)} by {escape(g.actor)} {delta(g.at, t.started_at)}:"
-                f" {escape(g.outcome)}"
-            )
+        _add_dead(branch, d, t)
     for h in n.held:
         waits = ", ".join(short(w) for w in h.waits_on) or "nothing (releasing)"
         branch.add(
