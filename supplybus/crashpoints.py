@@ -6,7 +6,8 @@ point costs one dictionary lookup. Points: ``after-db-commit`` (transaction comm
 not), ``after-offset-commit``, ``mid-bisection`` (a savepoint rolled back while isolating a
 failing event), ``mid-release`` (held events applied, their release not committed),
 ``relay-after-ack`` (the broker acknowledged, the rows are not marked sent), ``po-after-write``
-(a purchase order's file is written, its delivery is not marked delivered).
+(a purchase order's file is written, its delivery is not marked delivered), ``mid-replay`` (a
+chunk of dead letters applied by `dlq replay`, not committed).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 import click
+import psycopg
 
 from supplybus.errors import SupplybusError
 from supplybus.ops.cli import (  # noqa: F401 - each module registers its commands
@@ -15,6 +16,7 @@ from supplybus.ops.cli import (  # noqa: F401 - each module registers its comman
     audit,
     db,
     dlq,
+    dlq_replay,
     events,
     finance,
     holds,
@@ -48,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     except SupplybusError as exc:
         click.echo(f"error: {exc}", err=True)
         return exc.exit_code
+    except psycopg.errors.UndefinedTable as exc:  # a database older than this supplybus
+        missing = str(exc).splitlines()[0]
+        click.echo(f"error: the database schema is behind ({missing}): run `supplybus db migrate`",
+                   err=True)  # fmt: skip
+        return 2
     except KeyboardInterrupt:
         return 130
     except SystemExit as exc:

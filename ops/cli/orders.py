@@ -199,6 +199,5 @@ def cancel(ctx: Context, po_ref: str, reason: str, actor: str) -> None:
         outbox.append(conn, SOURCE, [catalog.prepare(record)])
         conn.commit()
     out.print(
-        f"cancellation of {po_ref} queued in the outbox "
-        f"(event {record['envelope']['event_id']})"
+        f"cancellation of {po_ref} queued in the outbox (event {record['envelope']['event_id']})"
     )
