@@ -298,7 +298,7 @@ def _print_details(s: dict[str, Any]) -> None:
     _print_payload("payload", s["payload"])
     if s["edited"]:
         _print_payload(f"edited payload (at {s['edited']['at']}; a replay uses it)", s["edited"])
-    out.print("headers")
+    out.print("headers" if s["headers"] else "headers: none")
     for k, v in s["headers"]:
         out.print(f"  {escape(k)}: {escape(str(v))}")
     if s["log"]:
