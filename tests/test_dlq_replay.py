@@ -130,7 +130,7 @@ def test_dry_run_predicts_and_changes_nothing_then_replay_releases_in_order(
 
     with connect(settings) as conn:
         again = replayer.replay(conn, [by_item["K0001"]])
-    assert [(r.outcome, r.message) for r in again] == [("not-open", "replayed")]
+    assert [(r.outcome, r.message) for r in again] == [("already-applied", "replayed before")]
     assert len(flood.effects(settings)) == KEYS * PER_KEY * 2 - (PER_KEY - GATE_N + 1)
 
 
@@ -152,6 +152,9 @@ def test_replay_cli_lists_outcomes_and_refuses_unknown_input(
     assert flood.count_effects(gated) == KEYS * PER_KEY * 2
     nothing = cli("dlq", "replay", "--all", "--processor", spec)
     assert nothing.returncode == 0 and "no dead letter to replay" in nothing.stdout
+    (first,) = json.loads(dry.stdout)[:1]
+    again = cli("dlq", "replay", first["dead_letter_id"][:8], "--processor", spec)
+    assert again.returncode == 0 and "already applied" in again.stdout
     bad = cli("dlq", "replay", "--all", "--processor", "no.such:thing")
     assert bad.returncode == 2 and "cannot import" in bad.stderr
     none = cli("dlq", "replay", "--processor", spec)

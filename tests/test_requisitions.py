@@ -1,26 +1,29 @@
 """The requisitions processor on the real broker and database: the sample master data loaded by
 the masterdata processor, requisitions validated, flagged, rejected or dead-lettered (key held),
 the events in the outbox, an audit entry each, a re-delivery that emits nothing twice, and the
-dead letter replayed once the item arrives."""
+dead letter replayed with `dlq replay` once the item arrives (its held event follows in order;
+a second replay applies nothing)."""
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
 import json
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from supplybus.adapters.postgres import connect
 from supplybus.config import Settings
 from supplybus.consumers import audit
 from supplybus.consumers.masterdata.processor import processor as masterdata
 from supplybus.consumers.procurement.processor import requisitions
-from supplybus.consumers.runtime.apply import BatchApplier
-from supplybus.consumers.runtime.decode import BatchDecoder
 from supplybus.consumers.runtime.runner import Runner
 from supplybus.events.catalog import EventCatalog
 from supplybus.events.envelope import deterministic_id
 from supplybus.producers.publisher import Publisher
+from tests.helpers import InProcessCli
 from tests.requisition_data import MASTER, SAMPLE, TODAY, VALID, line, requisition
 from tests.workers import fresh_group
 
@@ -59,7 +62,12 @@ def _emitted(settings: Settings) -> dict[str, Record]:
     return found
 
 
-def test_requisitions_are_validated_flagged_rejected_or_held(isolated: Settings) -> None:
+def test_requisitions_are_validated_flagged_rejected_or_held(
+    isolated: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     settings = fresh_group(isolated)
     with Publisher.from_settings(settings) as pub:
         pub.publish_all(SAMPLE)
@@ -169,18 +177,15 @@ def test_requisitions_are_validated_flagged_rejected_or_held(isolated: Settings)
     with Publisher.from_settings(settings) as pub:
         pub.publish_all([known])
     _run(settings, masterdata)
-    catalog = EventCatalog.from_settings(settings)
-    applier = BatchApplier(requisitions(), catalog, lambda t: f"{t}.dlq")
     with connect(settings) as conn:
         (dead_letter_id,) = conn.execute(
             "SELECT dead_letter_id::text FROM key_holds WHERE processor = 'requisitions'"
         ).fetchone() or ("",)
-        outcome = applier.replay(
-            conn, dead_letter_id, BatchDecoder(catalog, ("RequisitionSubmitted",))
-        )
-        conn.commit()
-    assert [e.event_id for e in outcome.applied] == [missing["envelope"]["event_id"]]
-    _run(settings, masterdata, requisitions())
+    cli = InProcessCli(settings, tmp_path / "home", monkeypatch, capsys)
+    replayed = cli("dlq", "replay", dead_letter_id[:8])  # applies it, then the held event
+    assert replayed.returncode == 0 and "1 applied" in replayed.stdout, replayed.stderr
+    again = cli("dlq", "replay", dead_letter_id)
+    assert again.returncode == 0 and "1 already applied" in again.stdout, again.stdout
     with connect(settings) as conn:
         causes = conn.execute(
             "SELECT event_type, causation_id FROM outbox WHERE event_type = ANY(%s)"

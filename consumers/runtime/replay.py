@@ -148,7 +148,7 @@ class Replayer:
 
     def _apply(self, conn: psycopg.Connection, ids: Sequence[str]) -> list[Result]:
         rows = [_row(r) for r in conn.execute(_LOCK, (self.processor.name, list(ids)))]
-        results = [Result(r.dead_letter_id, NOT_OPEN, r.status) for r in rows if r.status != "open"]
+        results = [_closed(r) for r in rows if r.status != "open"]
         rows = [r for r in rows if r.status == "open"]
         if self.processor.on_dead_letter == "hold_key":
             rows, waiting = self._first_of_each_key(conn, rows)
@@ -222,6 +222,13 @@ class Replayer:
         if result.message:
             detail["message"] = result.message[:2000]
         return LogEntry(result.dead_letter_id, self.actor, action, result.outcome, detail)
+
+
+def _closed(row: _Row) -> Result:
+    """A dead letter that is not open: replayed before (so applied), parked or resolved."""
+    if row.status == "replayed":
+        return Result(row.dead_letter_id, ALREADY, "replayed before")
+    return Result(row.dead_letter_id, NOT_OPEN, row.status)
 
 
 def _predicted(result: Result) -> Result:
