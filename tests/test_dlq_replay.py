@@ -134,7 +134,7 @@ def test_dry_run_predicts_and_changes_nothing_then_replay_releases_in_order(
     assert len(flood.effects(settings)) == KEYS * PER_KEY * 2 - (PER_KEY - GATE_N + 1)
 
 
-def test_replay_cli_lists_outcomes_and_refuses_unknown_input(
+def test_replay_cli_dry_run_park_unpark_and_unknown_input(
     gated: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
@@ -146,14 +146,20 @@ def test_replay_cli_lists_outcomes_and_refuses_unknown_input(
     with connect(gated) as conn:
         conn.execute("DELETE FROM blocked_items")
         conn.commit()
+    parked, other = (r["dead_letter_id"] for r in json.loads(dry.stdout))
+    assert cli("dlq", "park", parked, "--reason", "later").returncode == 0
     done = cli("dlq", "replay", "--all", "--processor", spec)
     assert done.returncode == 0, done.stderr
-    assert "2 applied" in done.stdout
+    assert "1 applied" in done.stdout, "a parked dead letter stays out of --all"
+    held = cli("dlq", "replay", parked, "--processor", spec, "--json")
+    assert [r["outcome"] for r in json.loads(held.stdout)] == ["not-open"]
+    assert cli("dlq", "unpark", parked).returncode == 0
+    done = cli("dlq", "replay", "--all", "--processor", spec)
+    assert done.returncode == 0 and "1 applied" in done.stdout, done.stderr
     assert flood.count_effects(gated) == KEYS * PER_KEY * 2
     nothing = cli("dlq", "replay", "--all", "--processor", spec)
     assert nothing.returncode == 0 and "no dead letter to replay" in nothing.stdout
-    (first,) = json.loads(dry.stdout)[:1]
-    again = cli("dlq", "replay", first["dead_letter_id"][:8], "--processor", spec)
+    again = cli("dlq", "replay", other[:8], "--processor", spec)
     assert again.returncode == 0 and "already applied" in again.stdout
     bad = cli("dlq", "replay", "--all", "--processor", "no.such:thing")
     assert bad.returncode == 2 and "cannot import" in bad.stderr
