@@ -170,7 +170,7 @@ class Book:
                 reason=f"{len(lines)} line(s) against {order.po_number or order.po_id}, "
                 f"{accepted} accepted into {record['location_id']}"
                 + (f"; discrepancies: {', '.join(kinds)}" if kinds else ""),
-                detail={"po_id": order.po_id, "waited": str(waited).lower()},
+                detail={"po_id": order.po_id},
             )
         )  # fmt: skip
 
