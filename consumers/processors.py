@@ -15,6 +15,7 @@ BUILTIN: dict[str, str] = {
     "approvals": "supplybus.consumers.approvals.processor:approvals",
     "purchase-orders": "supplybus.consumers.procurement.orders:processor",
     "budget-spend": "supplybus.consumers.finance.processor:processor",
+    "invoice-match": "supplybus.consumers.finance.matching_processor:processor",
     "receiving": "supplybus.consumers.inventory.receiving:processor",
 }
 
