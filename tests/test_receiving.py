@@ -6,12 +6,14 @@ resend under a new event id change nothing."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from supplybus.adapters.outbound import FolderTarget
 from supplybus.adapters.postgres import connect
@@ -28,6 +30,7 @@ from supplybus.consumers.runtime.runner import Runner
 from supplybus.events.catalog import EventCatalog
 from supplybus.events.envelope import deterministic_id, new_envelope
 from supplybus.producers.publisher import Publisher
+from tests.helpers import InProcessCli
 from tests.requisition_data import MASTER, SAMPLE, TODAY, VALID, line, requisition
 from tests.workers import fresh_group
 
@@ -94,8 +97,14 @@ def emitted(conn: psycopg.Connection, codec: Any) -> list[Record]:
     return [codec.decode(bytes(v)).record for (v,) in rows]
 
 
-def test_receipts_against_issued_purchase_orders(isolated: Settings, tmp_path: Path) -> None:
+def test_receipts_against_issued_purchase_orders(
+    isolated: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     settings = fresh_group(isolated)
+    cli = InProcessCli(settings, tmp_path / "home", monkeypatch, capsys)
     outbound = tmp_path / "outbound"
     outbound.mkdir()
     codec = EventCatalog.from_settings(settings).codec
@@ -117,6 +126,9 @@ def test_receipts_against_issued_purchase_orders(isolated: Settings, tmp_path: P
     with connect(settings) as conn:
         waiting = conn.execute("SELECT receipt_id, po_id FROM receipts_waiting").fetchall()
         assert waiting == [("RCV-0", drug_po)] and not emitted(conn, codec)
+    shown = cli("show", "receipt", "RCV-0", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["status"] == "WAITING"
 
     submitted = requisition([line(1, gloves, gloves_price, "100"), line(2, drug, drug_price,
                                                                         "250")])  # fmt: skip
@@ -215,3 +227,15 @@ def test_receipts_against_issued_purchase_orders(isolated: Settings, tmp_path: P
         ("RCV-0", "waiting"), ("RCV-0", "received"), ("RCV-1", "received"),
         ("RCV-2", "received"), ("RCV-3", "received"),
     ]  # fmt: skip
+
+    shown = cli("show", "receipt", "RCV-2", "--json")
+    assert shown.returncode == 0, shown.stderr
+    doc = json.loads(shown.stdout)
+    assert (doc["status"], doc["discrepancies"], doc["po_id"]) == ("APPLIED", 2, gloves_po)
+    assert doc["lines"][0]["discrepancies"] == ["DAMAGED", "OVER"]
+    assert Decimal(doc["po_lines"][0]["accepted"]) == in_po(110)
+    table = cli("show", "receipt", "RCV-3")
+    assert table.returncode == 0 and "MISSING_LOT" in table.stdout and "3.000 PK" in table.stdout
+    unknown = cli("show", "receipt", "RCV-404")
+    assert unknown.returncode == 2 and "receipt 'RCV-404' is not known" in unknown.stderr
+    assert "Traceback" not in unknown.stderr

@@ -26,6 +26,7 @@ from supplybus.ops.cli import (  # noqa: F401 - each module registers its comman
     policies,
     processing,
     processors,
+    receiving,
     schemas,
     services,
     show,
