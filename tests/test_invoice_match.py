@@ -162,9 +162,11 @@ def test_receipt_to_payment(
     assert inv3["payment"]["authorized_by"] == "AP-1"
 
     # the events: in order for PO1; PO2's overrun committed before it is actualized
+    # (receipts and invoices are on two topics: no order between them is promised)
     kinds1 = [e["envelope"]["event_type"] for e in _emitted(settings, po1.correlation_id)]
-    assert kinds1 == ["InvoiceMatched", "BudgetActualized", "PaymentAuthorized",
-                      "InvoiceException"]  # fmt: skip
+    matched = [k for k in kinds1 if k != "InvoiceException"]
+    assert matched == ["InvoiceMatched", "BudgetActualized", "PaymentAuthorized"]
+    assert kinds1.count("InvoiceException") == 1
     events2 = _emitted(settings, po2.correlation_id)
     assert [e["envelope"]["event_type"] for e in events2] == [
         "InvoiceException", "InvoiceMatched", "BudgetCommitted", "BudgetActualized",

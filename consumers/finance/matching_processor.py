@@ -47,11 +47,11 @@ from supplybus.consumers.finance.matching import (
     suspected_duplicate,
     tolerance_for,
 )
+from supplybus.consumers.finance.payment import emitted_envelope
 from supplybus.consumers.masterdata.units import ItemUnits, item_units
 from supplybus.consumers.procurement.validation import budget_period
 from supplybus.consumers.runtime.processor import Event, Processor, Record
 from supplybus.errors import BusinessRuleError
-from supplybus.events.envelope import caused_by
 
 NAME = "invoice-match"
 ENTITY_TYPE = "invoice"
@@ -237,8 +237,8 @@ def _received_per_line(batch: Batch, order: Order) -> dict[int, Decimal]:
         (order.po_id,),
     ):
         line = order.lines.get(n)
-        if line is None:
-            continue  # a receipt line for no PO line: receiving reports it, nothing to bill
+        if line is None or line.item_id != item:
+            continue  # no such PO line, or another item (WRONG_ITEM): nothing to bill
         found[n] = found.get(n, ZERO) + batch.convert(item, Decimal(quantity), uom, line.uom)
     return found
 
@@ -337,7 +337,7 @@ def _evaluate(batch: Batch, iid: str, trigger: Mapping[str, Any]) -> None:
         batch.note(trigger, iid, "waiting", why)
     elif verdict.status == "EXCEPTION":
         batch.emitted.append({
-            "envelope": caused_by(parent, "InvoiceException", emitter=NAME, discriminator=iid),
+            "envelope": emitted_envelope(parent, "InvoiceException", iid),
             "invoice_id": iid,
             "po_id": invoice.po_id,
             "reasons": [r.as_json() for r in verdict.reasons],
@@ -393,7 +393,7 @@ def settle(
         (verdict.tolerance_applied, total, iid),
     )
     batch.emitted.append({
-        "envelope": caused_by(parent, "InvoiceMatched", emitter=NAME, discriminator=iid),
+        "envelope": emitted_envelope(parent, "InvoiceMatched", iid),
         "invoice_id": iid,
         "po_id": invoice.po_id,
         "matched_total": {"amount": total, "currency": invoice.currency},
@@ -435,13 +435,11 @@ def _actualize(
                   "reference_type": "PURCHASE_ORDER"}  # fmt: skip
         if extra > 0:
             batch.emitted.append({
-                "envelope": caused_by(parent, "BudgetCommitted", emitter=NAME,
-                                      discriminator=f"{iid}/{center}"),
+                "envelope": emitted_envelope(parent, "BudgetCommitted", f"{iid}/{center}"),
                 **common, "amount": {**money, "amount": extra},
             })  # fmt: skip
         batch.emitted.append({
-            "envelope": caused_by(parent, "BudgetActualized", emitter=NAME,
-                                  discriminator=f"{iid}/{center}"),
+            "envelope": emitted_envelope(parent, "BudgetActualized", f"{iid}/{center}"),
             **common, "amount": {**money, "amount": amount},
         })  # fmt: skip
         conn.execute(

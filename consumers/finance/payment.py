@@ -93,6 +93,18 @@ def resolution_refused(
     return None
 
 
+def emitted_envelope(
+    parent: Mapping[str, Any], kind: str, discriminator: str, actor: str | None = None
+) -> Record:
+    """The envelope of an event invoice-match emits for an invoice: caused by the invoice's
+    InvoiceReceived (``parent``), its id deterministic in the invoice (``discriminator``
+    starts with the invoice id), not in that event's id: a copy of the invoice re-sent under
+    another event id and applied first still gives the ids of in-order delivery."""
+    envelope = caused_by(parent, kind, emitter=NAME, discriminator=discriminator, actor=actor)
+    envelope["event_id"] = deterministic_id(NAME, kind, "invoice", discriminator)
+    return envelope
+
+
 def payment_id(invoice_id: str) -> str:
     return deterministic_id("payment", invoice_id)
 
@@ -177,7 +189,7 @@ def _authorized(
     if row is None:  # pragma: no cover - the caller holds the row
         raise BusinessRuleError(f"invoice {iid} has no payment")
     number, supplier, po_id, date, lines, entity, amount, currency, pid, po_number = row
-    envelope = caused_by(parent, "PaymentAuthorized", emitter=NAME, discriminator=iid, actor=who)
+    envelope = emitted_envelope(parent, "PaymentAuthorized", iid, who)
     sink.emitted.append({
         "envelope": envelope,
         "payment_id": pid,
