@@ -176,18 +176,36 @@ def test_every_record_a_foreign_producer_writes_ends_applied_or_dead_lettered(
     # the CS movement must hit the balance of the good K0000 movements: same item and place
     _produce(settings, topic, records)
 
-    runner = Runner(settings, [stock_balances], until_idle=1.5, signals=False)
+    _known_items(settings, "K0000")  # in EA only: stock-balances converts through the master
+    # every record on its own: not held behind an earlier dead letter of its key (hold_key)
+    judged = replace(stock_balances, on_dead_letter="continue")
+    runner = Runner(settings, [judged], until_idle=1.5, signals=False)
     assert runner.run() == 0, [lane.error for lane in runner.lanes]
     dead = _rows(settings, "SELECT error_code, message, value FROM dead_letters ORDER BY id")
     assert len(dead) == len(poison), dead
     codes = [d[0] for d in dead]
     assert codes.count("VALIDATION") == 3 and "DECODE" in codes and "CONTRACT" in codes
-    assert any("kept in EA" in d[1] for d in dead)
+    assert any("item K0000 has no unit 'CS'" in d[1] for d in dead)
     assert sorted(d[2] for d in dead) == sorted(p[0] or b"" for p in poison)  # bytes kept
     balance = _rows(settings, "SELECT on_hand, uom FROM stock_balances WHERE item_id='K0000'")
     assert balance == [(sum(r["quantity"]["value"] for r in good), "EA")]
     dlq = _rows(settings, "SELECT count(*) FROM outbox WHERE topic LIKE '%.dlq'")
     assert dlq == [(len(poison),)]
+
+
+def _known_items(settings: Settings, *item_ids: str) -> None:
+    """Items in the item master's read model, stocked in EA with no other unit."""
+    with connect(settings) as conn:
+        for item in item_ids:
+            conn.execute(
+                "INSERT INTO items (item_id, gtin, description, category, base_uom,"
+                " lot_controlled, orderable, occurred_at, event_id)"
+                " VALUES (%s, '00000000000000', 'test', 'MED_SURG', 'EA', false, true, now(),"
+                " gen_random_uuid())",
+                (item,),
+            )
+            conn.execute("INSERT INTO item_units VALUES (%s, 'EA', 1)", (item,))
+        conn.commit()
 
 
 def test_the_dead_letter_budget_halts_a_lane_and_a_raised_budget_resumes_it(
