@@ -32,6 +32,7 @@ from supplybus.events.catalog import EventCatalog
 from supplybus.events.envelope import deterministic_id
 from supplybus.events.samples import sample_record
 from supplybus.ops import services
+from supplybus.ops.items import register_items
 from supplybus.producers.publisher import Publisher
 
 DEMO_EVENTS = ("ItemUpserted", "RequisitionSubmitted", "StockMovement", "GoodsReceived")
@@ -55,7 +56,7 @@ def run(console: Console) -> None:
                 record["urgency"] = "STAT"
                 record["envelope"]["priority"] = "CRITICAL"
             if event_type == "StockMovement":  # its item, known to the item master
-                _register_items(settings, [(record["item_id"], record["quantity"]["uom"])])
+                register_items(settings, [(record["item_id"], record["quantity"]["uom"])])
             sent.append(pub.publish(record))
     console.print(f"published {len(sent)} validated events (correlation id demo-{run_id})")
     table = Table("topic", "partition@offset", "event", "key", "priority", "payload (excerpt)")
@@ -104,23 +105,6 @@ def _movements(run_id: str, catalog: EventCatalog) -> list[dict[str, Any]]:
     return records
 
 
-def _register_items(settings: Settings, items: list[tuple[str, str]]) -> None:
-    """The demo's (item, stocking unit)s in the item master, as `supplybus run masterdata`
-    keeps it: stock-balances converts every movement through it and refuses unknown items."""
-    with connect(settings) as conn:
-        for item, uom in items:
-            conn.execute(
-                "INSERT INTO items (item_id, gtin, description, category, base_uom,"
-                " lot_controlled, orderable, occurred_at, event_id) VALUES (%s, '00000000000000',"
-                " 'demo item', 'MED_SURG', %s, false, true, now(), %s) ON CONFLICT DO NOTHING",
-                (item, uom, deterministic_id("demo-item", item)),
-            )
-            conn.execute(
-                "INSERT INTO item_units VALUES (%s, %s, 1) ON CONFLICT DO NOTHING", (item, uom)
-            )
-        conn.commit()
-
-
 def runtime_demo(console: Console, settings: Settings, catalog: EventCatalog, run_id: str) -> None:
     console.rule("exactly-once processing")
     records = _movements(run_id, catalog)
@@ -131,7 +115,7 @@ def runtime_demo(console: Console, settings: Settings, catalog: EventCatalog, ru
             pub.send(out)
         pub.producer.produce(topic, b"\xc3\x01 not an event", b"POISON@MAIN-STORES")
     console.print(f"published {len(prepared)} stock movements twice (a resend) and 1 poison record")
-    _register_items(settings, sorted({(r["item_id"], "EA") for r in records}))
+    register_items(settings, sorted({(r["item_id"], "EA") for r in records}))
     started = time.monotonic()
     runner = Runner(
         settings,
