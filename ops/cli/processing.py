@@ -8,12 +8,14 @@ from dataclasses import replace
 import click
 
 from supplybus.consumers.approvals.sweep import EscalationSweep
+from supplybus.consumers.finance.payment_dispatch import PaymentDispatcher
 from supplybus.consumers.processors import BUILTIN, load_processor
 from supplybus.consumers.procurement.dispatch import PoDispatcher
 from supplybus.consumers.runtime.budget import DeadLetterBudget
 from supplybus.consumers.runtime.dlq_gauges import DeadLetterGauges
 from supplybus.consumers.runtime.runner import Background, Runner
 from supplybus.metrics import Metrics
+from supplybus.ops.cli.invoices import payments_folder
 from supplybus.ops.cli.orders import folder_target
 from supplybus.ops.cli.root import Context, cli, pass_ctx
 from supplybus.ops.logs import configure_json_logging
@@ -75,10 +77,11 @@ def run(
 ) -> None:
     """Run processors (and the outbox relay) until SIGTERM/SIGINT.
 
-    NAMES are built-in processors (`supplybus processors list`), `relay`, `po-dispatch` (the
+    NAMES are built-in processors (`supplybus processors builtin`), `relay`, `po-dispatch` (the
     delivery of purchase orders to the outbound folder, as `supplybus po dispatch`),
+    `payment-dispatch` (payment-run files, as `supplybus payments dispatch`),
     `approvals-sweep` (escalates overdue approval steps every 30 s, as `supplybus approvals
-    escalate`), `all` (every built-in and those three loops), or `package.module:attribute`
+    escalate`), `all` (every built-in and those four loops), or `package.module:attribute`
     naming your own Processor. Each processor runs a routine and a critical lane; effects are
     applied exactly once (idempotency ledger and transactional outbox in one PostgreSQL
     transaction, then the Kafka offsets).
@@ -96,7 +99,7 @@ def run(
     """
     settings = ctx.running()
     configure_json_logging(settings.log_level if not ctx.verbose else "DEBUG")
-    loops = ("relay", "po-dispatch", "approvals-sweep")
+    loops = ("relay", "po-dispatch", "payment-dispatch", "approvals-sweep")
     wanted = [*list(BUILTIN), *loops] if "all" in names else list(names)
     processors = [load_processor(n) for n in wanted if n not in loops]
     if batch_size:
@@ -109,6 +112,8 @@ def run(
     dispatchers: list[Background] = []
     if "po-dispatch" in wanted:  # POs to the outbound folder (docs/outbound-po.md)
         dispatchers.append(PoDispatcher(settings, folder_target(settings, None), metrics))
+    if "payment-dispatch" in wanted:  # payment-run files (docs/outbound-payments.md)
+        dispatchers.append(PaymentDispatcher(settings, payments_folder(settings, None)))
     if "approvals-sweep" in wanted:  # the approval SLA: overdue steps escalated
         dispatchers.append(EscalationSweep(settings, metrics))
     if metrics_port:  # supplybus_dead_letters_open, _oldest_age_seconds every 30 s

@@ -1,4 +1,4 @@
-"""`supplybus processors list | rename` (ADR 0007)."""
+"""`supplybus processors list | builtin | rename` (ADR 0007)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from rich.table import Table
 from supplybus.adapters.kafka import make_admin, map_kafka_errors
 from supplybus.adapters.postgres import connect
 from supplybus.config import Settings
+from supplybus.consumers.processors import BUILTIN, load_processor
 from supplybus.consumers.runtime import identity
 from supplybus.consumers.runtime.start import format_start
 from supplybus.errors import ConfigError, SupplybusError
@@ -115,6 +116,22 @@ def list_cmd(ctx: Context, as_json: bool) -> None:
             f"{r['renamed_from']} ({r['renamed_at'][:19]})" if r["renamed_from"] else "",
             "?" if done is None else " / ".join(f"{lane} {_total(p)}" for lane, p in done.items()),
         )
+    out.print(table)
+
+
+@processors.command("builtin")
+@json_option
+def builtin_cmd(as_json: bool) -> None:
+    """The built-in processors `supplybus run NAME` knows: what each does and consumes."""
+    found = [load_processor(name) for name in BUILTIN]
+    rows = [{"name": p.name, "consumes": list(p.consumes), "description": p.description,
+             "on_dead_letter": p.on_dead_letter} for p in found]  # fmt: skip
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("processor", "consumes", "after a dead letter", "what it does")
+    for r in rows:
+        table.add_row(r["name"], ", ".join(r["consumes"]), r["on_dead_letter"], r["description"])
     out.print(table)
 
 
