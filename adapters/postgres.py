@@ -18,6 +18,7 @@ psycopg maps whole SQLSTATE classes onto one Python class (``OperationalError`` 
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 import psycopg
 
@@ -90,3 +91,19 @@ def db_fault(exc: BaseException) -> DbFault | None:
 def is_transient(exc: BaseException) -> bool:
     """True for a psycopg error that means "try the same work again later"."""
     return db_fault(exc) is DbFault.TRANSIENT
+
+
+def documents(conn: psycopg.Connection, query: str, *params: Any) -> list[dict[str, Any]]:
+    """The rows of ``query`` as JSON-ready dicts by column name: times and dates as ISO text,
+    decimals and UUIDs as strings (exact; for read-side CLIs and their --json)."""
+    cur = conn.execute(query, params)
+    names = [c.name for c in cur.description or ()]
+    return [{n: _plain(v) for n, v in zip(names, row, strict=True)} for row in cur.fetchall()]
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | str | list | dict):
+        return value
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import psycopg
 
 from supplybus.adapters.outbound import PurchaseOrderTarget
-from supplybus.adapters.postgres import connect, is_transient
 from supplybus.config import Settings
 from supplybus.consumers.procurement.dispatch import Backoff, backoff_delay, render
-from supplybus.errors import PermanentError, TargetUnavailable, TransientError
+from supplybus.consumers.runtime.loops import run_passes
+from supplybus.errors import PermanentError, TargetUnavailable
 
 log = logging.getLogger("supplybus.payment_dispatch")
 _BACKOFF = Backoff()
@@ -84,29 +84,13 @@ class PaymentDispatcher:
     def run(self, stop: threading.Event, interval: float = 0.5) -> None:
         """Pass after pass until ``stop``; a database outage is waited out, anything else is
         kept in ``error`` and sets ``stop``."""
-        conn: psycopg.Connection | None = None
         try:
-            while not stop.is_set():
-                try:
-                    if conn is None:
-                        conn = connect(self.settings, autocommit=True)
-                    self.dispatch_pass(conn, stop)
-                    stop.wait(interval)
-                except (psycopg.Error, TransientError) as exc:
-                    if not (isinstance(exc, TransientError) or is_transient(exc)):
-                        raise
-                    log.warning("payment dispatcher: database unavailable, retrying: %s", exc)
-                    if conn is not None:
-                        conn.close()
-                        conn = None
-                    stop.wait(1.0)
+            run_passes(self.settings, stop, lambda conn: self.dispatch_pass(conn, stop),
+                       name="payment dispatcher", interval=interval)  # fmt: skip
         except BaseException as exc:
             self.error = exc
             log.exception("payment dispatcher stopped by an error")
             stop.set()
-        finally:
-            if conn is not None:
-                conn.close()
 
     def dispatch_pass(self, conn: psycopg.Connection, stop: threading.Event | None = None) -> int:
         """Attempt every payment file due now, each once; returns how many were written.

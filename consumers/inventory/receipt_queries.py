@@ -7,30 +7,17 @@ from typing import Any
 
 import psycopg
 
+from supplybus.adapters.postgres import documents
 from supplybus.consumers.audit import history
 
 Doc = dict[str, Any]
-
-
-def _rows(conn: psycopg.Connection, query: str, *params: Any) -> list[Doc]:
-    cur = conn.execute(query, params)
-    names = [c.name for c in cur.description or ()]
-    return [{n: _plain(v) for n, v in zip(names, row, strict=True)} for row in cur.fetchall()]
-
-
-def _plain(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | str | list | dict):
-        return value
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return str(value)
 
 
 def receipt(conn: psycopg.Connection, receipt_id: str) -> Doc | None:
     """An applied receipt (status APPLIED: its lines, and per PO line what all receipts
     brought so far) or one waiting for its PO (status WAITING); None when unknown. Either
     with its audit history."""
-    found = _rows(
+    found = documents(
         conn,
         "SELECT r.receipt_id, 'APPLIED' AS status, r.po_id, o.po_number, r.location_id,"
         " r.received_at, r.event_id::text, r.correlation_id, r.discrepancies, r.waited,"
@@ -39,7 +26,7 @@ def receipt(conn: psycopg.Connection, receipt_id: str) -> Doc | None:
         receipt_id,
     )
     if not found:
-        waiting = _rows(
+        waiting = documents(
             conn,
             "SELECT receipt_id, 'WAITING' AS status, po_id, event_id::text, waiting_since,"
             " record FROM receipts_waiting WHERE receipt_id = %s",
@@ -52,7 +39,7 @@ def receipt(conn: psycopg.Connection, receipt_id: str) -> Doc | None:
         doc["history"] = _history(conn, receipt_id)
         return doc
     doc = found[0]
-    doc["lines"] = _rows(
+    doc["lines"] = documents(
         conn,
         "SELECT line_index, po_line_number, item_id, uom, received, rejected, accepted,"
         " received_as, received_as_uom, lot_number, expiry_date, rejection_reason,"
@@ -60,7 +47,7 @@ def receipt(conn: psycopg.Connection, receipt_id: str) -> Doc | None:
         " ORDER BY line_index",
         receipt_id,
     )
-    doc["po_lines"] = _rows(
+    doc["po_lines"] = documents(
         conn,
         "SELECT line_number, item_id, ordered, uom, received, rejected, accepted"
         " FROM receiving_po_lines WHERE po_id = %s ORDER BY line_number",

@@ -36,9 +36,9 @@ import psycopg
 
 from supplybus import crashpoints
 from supplybus.adapters.outbound import PurchaseOrderTarget
-from supplybus.adapters.postgres import connect, is_transient
 from supplybus.config import Settings
-from supplybus.errors import ConfigError, PermanentError, TargetUnavailable, TransientError
+from supplybus.consumers.runtime.loops import run_passes
+from supplybus.errors import ConfigError, PermanentError, TargetUnavailable
 from supplybus.metrics import Metrics
 
 log = logging.getLogger("supplybus.po_dispatch")
@@ -183,25 +183,8 @@ class PoDispatcher:
             stop.set()
 
     def _run(self, stop: threading.Event, interval: float) -> None:
-        conn: psycopg.Connection | None = None
-        try:
-            while not stop.is_set():
-                try:
-                    if conn is None:
-                        conn = connect(self.settings, autocommit=True)
-                    self.dispatch_pass(conn, stop)
-                    stop.wait(interval)
-                except (psycopg.Error, TransientError) as exc:
-                    if not (isinstance(exc, TransientError) or is_transient(exc)):
-                        raise
-                    log.warning("PO dispatcher: database unavailable, retrying: %s", exc)
-                    if conn is not None:
-                        conn.close()
-                        conn = None
-                    stop.wait(1.0)
-        finally:
-            if conn is not None:
-                conn.close()
+        run_passes(self.settings, stop, lambda conn: self.dispatch_pass(conn, stop),
+                   name="PO dispatcher", interval=interval)  # fmt: skip
 
     def dispatch_pass(
         self, conn: psycopg.Connection, stop: threading.Event | None = None

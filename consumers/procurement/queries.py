@@ -8,28 +8,15 @@ from typing import Any
 
 import psycopg
 
+from supplybus.adapters.postgres import documents
 from supplybus.consumers.audit import history
 
 Doc = dict[str, Any]
 
 
-def _rows(conn: psycopg.Connection, query: str, *params: Any) -> list[Doc]:
-    cur = conn.execute(query, params)
-    names = [c.name for c in cur.description or ()]
-    return [{n: _plain(v) for n, v in zip(names, row, strict=True)} for row in cur.fetchall()]
-
-
-def _plain(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | str | list | dict):
-        return value
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return str(value)
-
-
 def requisition(conn: psycopg.Connection, requisition_id: str) -> Doc | None:
     """Status, lines (placed), approval steps, purchase orders and audit history."""
-    found = _rows(
+    found = documents(
         conn,
         "SELECT requisition_id, status, entity_id, facility_id, requester_id, cost_center_id,"
         " urgency, priority, need_by, total, currency, flags, budget_status, reasons, lines,"
@@ -40,14 +27,14 @@ def requisition(conn: psycopg.Connection, requisition_id: str) -> Doc | None:
     if not found:
         return None
     doc = found[0]
-    doc["steps"] = _rows(
+    doc["steps"] = documents(
         conn,
         "SELECT step, role, roles, status, reason, rule_id, sla_minutes, authority,"
         " requested_at, due_at, escalations, decided_by, on_behalf_of, decided_at, comment"
         " FROM approval_steps WHERE requisition_id = %s ORDER BY step",
         requisition_id,
     )
-    doc["purchase_orders"] = _rows(
+    doc["purchase_orders"] = documents(
         conn,
         "SELECT po_id, po_number, supplier_id, total, currency, status FROM purchase_orders"
         " WHERE requisition_id = %s ORDER BY po_number",
@@ -59,7 +46,7 @@ def requisition(conn: psycopg.Connection, requisition_id: str) -> Doc | None:
 
 def purchase_order(conn: psycopg.Connection, po: str) -> Doc | None:
     """A PO by id or number: header, lines, outbound delivery and audit history."""
-    found = _rows(
+    found = documents(
         conn,
         "SELECT po_id, po_number, status, requisition_id, entity_id, facility_id, supplier_id,"
         " cost_center_id, ship_to_location_id, total, currency, priority, budget_period,"
@@ -71,14 +58,14 @@ def purchase_order(conn: psycopg.Connection, po: str) -> Doc | None:
     if not found:
         return None
     doc = found[0]
-    doc["lines"] = _rows(
+    doc["lines"] = documents(
         conn,
         "SELECT line_number, requisition_line, item_id, quantity, uom, unit_price, currency,"
         " round(quantity * unit_price, 4) AS amount, cost_center_id, need_by FROM po_lines"
         " WHERE po_id = %s ORDER BY line_number",
         doc["po_id"],
     )
-    delivery = _rows(
+    delivery = documents(
         conn,
         "SELECT status, attempts, created_at, last_attempt_at, last_error, alerted_at,"
         " delivered_at, delivered_to FROM po_deliveries WHERE po_id = %s",

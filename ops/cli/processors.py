@@ -124,14 +124,13 @@ def list_cmd(ctx: Context, as_json: bool) -> None:
 def builtin_cmd(as_json: bool) -> None:
     """The built-in processors `supplybus run NAME` knows: what each does and consumes."""
     found = [load_processor(name) for name in BUILTIN]
-    rows = [{"name": p.name, "consumes": list(p.consumes), "description": p.description,
-             "on_dead_letter": p.on_dead_letter} for p in found]  # fmt: skip
     if as_json:
-        emit_json(rows)
+        emit_json([{"name": p.name, "consumes": list(p.consumes), "description": p.description,
+                    "on_dead_letter": p.on_dead_letter} for p in found])  # fmt: skip
         return
     table = Table("processor", "consumes", "after a dead letter", "what it does")
-    for r in rows:
-        table.add_row(r["name"], ", ".join(r["consumes"]), r["on_dead_letter"], r["description"])
+    for p in found:
+        table.add_row(p.name, ", ".join(p.consumes), p.on_dead_letter, p.description)
     out.print(table)
 
 
