@@ -28,6 +28,8 @@ Names (all prefixed ``supplybus_``):
 - ``dead_letters_open``          open dead letters, by processor and error code (set every 30 s)
 - ``dead_letter_oldest_age_seconds``  age of the oldest open dead letter (its first failure)
 - ``dlq_replays_total``          dead letters replayed by `supplybus dlq replay`, by outcome
+- ``ingest_accepted_total``      records taken in from a source (files, ...), by source, event type
+- ``ingest_rejected_total``      records a source sent that were refused, by source and reason
 """
 
 from __future__ import annotations
@@ -175,6 +177,13 @@ class Metrics:
             "Dead letters replayed, by outcome (applied, already-applied, failed-again)",
             ("outcome",),
             registry=r,
+        )
+
+        self.ingest_accepted = Counter(
+            "supplybus_ingest_accepted", "Records taken in", ("source", "event_type"), registry=r
+        )
+        self.ingest_rejected = Counter(
+            "supplybus_ingest_rejected", "Records refused", ("source", "reason"), registry=r
         )
 
     def serve(self, port: int) -> None:

@@ -20,6 +20,7 @@ from supplybus.ops.cli import (  # noqa: F401 - each module registers its comman
     events,
     finance,
     holds,
+    ingest,
     invoices,
     masterdata,
     orders,
