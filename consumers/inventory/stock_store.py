@@ -77,7 +77,7 @@ def items(conn: psycopg.Connection, item_ids: Collection[str]) -> dict[str, Item
         " coalesce(array_agg(u.uom) FILTER (WHERE u.uom IS NOT NULL), '{}'),"
         " coalesce(array_agg(u.factor) FILTER (WHERE u.uom IS NOT NULL), '{}')"
         " FROM items i LEFT JOIN item_units u USING (item_id)"
-        " WHERE i.item_id = ANY(%s) GROUP BY i.item_id",
+        " WHERE i.item_id = ANY(%b) GROUP BY i.item_id",
         (list(item_ids),),
     ).fetchall()
     return {
@@ -91,21 +91,21 @@ def lock_positions(conn: psycopg.Connection, pairs: list[Pair]) -> dict[Pair, Po
     locs, its = [p[0] for p in pairs], [p[1] for p in pairs]
     conn.execute(
         "INSERT INTO stock_positions (location_id, item_id)"
-        " SELECT * FROM unnest(%s::text[], %s::text[]) ON CONFLICT DO NOTHING",
+        " SELECT * FROM unnest(%b::text[], %b::text[]) ON CONFLICT DO NOTHING",
         (locs, its),
     )
     found = {
         (r[0], r[1]): Position({}, {}, BreachState(r[2], r[3]), r[4])
         for r in conn.execute(
             "SELECT location_id, item_id, breached, breach_seq, risk_level FROM stock_positions"
-            " WHERE (location_id, item_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+            " WHERE (location_id, item_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))"
             " ORDER BY location_id, item_id FOR UPDATE",
             (locs, its),
         )
     }
     for loc, item, lot, uom, expiry, on_hand in conn.execute(
         "SELECT location_id, item_id, lot_number, uom, expiry_date, on_hand FROM stock_balances"
-        " WHERE (location_id, item_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+        " WHERE (location_id, item_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))",
         (locs, its),
     ):
         found[(loc, item)].lots[lot] = Lot(lot, expiry, on_hand)
@@ -117,7 +117,7 @@ def load_usage(conn: psycopg.Connection, positions: dict[Pair, Position], since:
     pairs = list(positions)
     for loc, item, day, issued in conn.execute(
         "SELECT location_id, item_id, day, issued FROM stock_usage WHERE day >= %s AND"
-        " (location_id, item_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+        " (location_id, item_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))",
         (since, [p[0] for p in pairs], [p[1] for p in pairs]),
     ):
         positions[(loc, item)].usage[day] = issued
@@ -129,7 +129,7 @@ def par_levels(conn: psycopg.Connection, pairs: list[Pair]) -> dict[Pair, ParLev
         for r in conn.execute(
             "SELECT location_id, item_id, reorder_point, reorder_point_uom, reorder_quantity,"
             " reorder_quantity_uom FROM par_levels WHERE (location_id, item_id) IN"
-            " (SELECT * FROM unnest(%s::text[], %s::text[]))",
+            " (SELECT * FROM unnest(%b::text[], %b::text[]))",
             ([p[0] for p in pairs], [p[1] for p in pairs]),
         )
     }
@@ -144,7 +144,7 @@ def open_po_lines(
         "SELECT o.ship_to_location_id, l.item_id, o.po_id, l.quantity, l.uom"
         " FROM purchase_orders o JOIN po_lines l USING (po_id)"
         " WHERE o.status <> 'CANCELLED' AND (o.ship_to_location_id, l.item_id) IN"
-        " (SELECT * FROM unnest(%s::text[], %s::text[])) ORDER BY o.po_id, l.line_number",
+        " (SELECT * FROM unnest(%b::text[], %b::text[])) ORDER BY o.po_id, l.line_number",
         ([p[0] for p in pairs], [p[1] for p in pairs]),
     ):
         found[(loc, item)].append((po, qty, uom))
@@ -155,7 +155,7 @@ def load_receipts(conn: psycopg.Connection, positions: dict[Pair, Position]) -> 
     pairs = list(positions)
     for loc, item, po, received in conn.execute(
         "SELECT location_id, item_id, po_id, received FROM stock_po_receipts WHERE"
-        " (location_id, item_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+        " (location_id, item_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))",
         ([p[0] for p in pairs], [p[1] for p in pairs]),
     ):
         positions[(loc, item)].received[po] = received
@@ -167,14 +167,14 @@ def po_ids(conn: psycopg.Connection, references: Collection[str]) -> dict[str, s
     refs = list(references)
     found: dict[str, str] = {}
     for po_id, number in conn.execute(
-        "SELECT po_id, po_number FROM purchase_orders WHERE po_id = ANY(%s) OR po_number = ANY(%s)",
+        "SELECT po_id, po_number FROM purchase_orders WHERE po_id = ANY(%b) OR po_number = ANY(%b)",
         (refs, refs),
     ):
         found[po_id] = found[number] = po_id
     row = conn.execute("SELECT to_regclass('receipts') IS NOT NULL").fetchone()
     if row and row[0]:
         for receipt_id, po_id in conn.execute(
-            "SELECT receipt_id, po_id FROM receipts WHERE receipt_id = ANY(%s)", (refs,)
+            "SELECT receipt_id, po_id FROM receipts WHERE receipt_id = ANY(%b)", (refs,)
         ):
             found[receipt_id] = po_id
     return found
@@ -185,7 +185,7 @@ def places(conn: psycopg.Connection, locations: Collection[str]) -> dict[str, Pl
         r[0]: Place(r[1], r[2], r[3])
         for r in conn.execute(
             "SELECT l.location_id, l.facility_id, f.owning_entity_id, l.kind FROM locations l"
-            " JOIN facilities f USING (facility_id) WHERE l.location_id = ANY(%s)",
+            " JOIN facilities f USING (facility_id) WHERE l.location_id = ANY(%b)",
             (list(locations),),
         )
     }
@@ -229,8 +229,8 @@ def save(
     conn.execute(
         "INSERT INTO stock_balances"
         " (location_id, item_id, lot_number, uom, on_hand, expiry_date, movements)"
-        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::numeric[],"
-        " %s::date[], %s::bigint[])"
+        " SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::numeric[],"
+        " %b::date[], %b::bigint[])"
         " ON CONFLICT (location_id, item_id, lot_number) DO UPDATE"
         " SET on_hand = EXCLUDED.on_hand, expiry_date = EXCLUDED.expiry_date,"
         " movements = stock_balances.movements + EXCLUDED.movements, updated_at = now()",
@@ -247,8 +247,8 @@ def save(
     pairs = list(positions)
     conn.execute(
         "UPDATE stock_positions s SET breached = v.b, breach_seq = v.q, risk_level = v.r,"
-        " updated_at = now() FROM unnest(%s::text[], %s::text[], %s::boolean[], %s::int[],"
-        " %s::text[]) AS v(l, i, b, q, r) WHERE s.location_id = v.l AND s.item_id = v.i",
+        " updated_at = now() FROM unnest(%b::text[], %b::text[], %b::boolean[], %b::int[],"
+        " %b::text[]) AS v(l, i, b, q, r) WHERE s.location_id = v.l AND s.item_id = v.i",
         (
             [p[0] for p in pairs],
             [p[1] for p in pairs],
@@ -261,7 +261,7 @@ def save(
     if days:
         conn.execute(
             "INSERT INTO stock_usage (location_id, item_id, day, issued)"
-            " SELECT * FROM unnest(%s::text[], %s::text[], %s::date[], %s::numeric[])"
+            " SELECT * FROM unnest(%b::text[], %b::text[], %b::date[], %b::numeric[])"
             " ON CONFLICT (location_id, item_id, day) DO UPDATE SET issued = EXCLUDED.issued",
             (
                 [p[0] for p, _ in days],
@@ -274,7 +274,7 @@ def save(
     if got:
         conn.execute(
             "INSERT INTO stock_po_receipts (location_id, item_id, po_id, received)"
-            " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::numeric[])"
+            " SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::numeric[])"
             " ON CONFLICT (location_id, item_id, po_id) DO UPDATE SET received = EXCLUDED.received",
             (
                 [p[0] for p, _ in got],
