@@ -28,6 +28,7 @@ from supplybus.ops.cli import (  # noqa: F401 - each module registers its comman
     processing,
     processors,
     receiving,
+    reconcile,
     schemas,
     services,
     show,
