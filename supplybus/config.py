@@ -35,11 +35,17 @@ def shipped_catalog() -> Path:
 
 
 def _meta(
-    env: str, meaning: str, *, shown: str | None = None, secret: bool = False
+    env: str,
+    meaning: str,
+    *,
+    shown: str | None = None,
+    secret: bool = False,
+    hidden: bool = False,
 ) -> dict[str, object]:
     """A setting's declaration beside its field: variable, meaning (README), default as shown,
-    and whether its value may hold a password (masked in ``repr``)."""
-    return {"env": env, "help": meaning, "shown": shown, "secret": secret}
+    whether its value may hold a password (masked in ``repr``) and whether it is a secret as a
+    whole (``hidden``: ``repr`` shows ``***``)."""
+    return {"env": env, "help": meaning, "shown": shown, "secret": secret, "hidden": hidden}
 
 
 @dataclass(frozen=True, repr=False)
@@ -175,6 +181,36 @@ class Settings:
             "Seconds a purchase order may wait for its outbound target before an alert fires.",
         ),
     )
+    webhook_secrets: str | None = field(
+        default=None,
+        metadata=_meta(
+            "SUPPLYBUS_WEBHOOK_SECRETS",
+            "HMAC-SHA256 secrets of `serve webhook`: one, or two comma-separated while rotating "
+            "(each at least 16 characters); never shown (docs/webhook.md).",
+            hidden=True,
+        ),
+    )
+    webhook_max_bytes: int = field(
+        default=1_048_576,
+        metadata=_meta(
+            "SUPPLYBUS_WEBHOOK_MAX_BYTES", "Largest webhook body accepted, in bytes (larger: 413)."
+        ),
+    )
+    webhook_max_concurrency: int = field(
+        default=16,
+        metadata=_meta(
+            "SUPPLYBUS_WEBHOOK_MAX_CONCURRENCY",
+            "Webhook requests handled at once; more are answered 429.",
+        ),
+    )
+    webhook_tolerance_s: float = field(
+        default=300.0,
+        metadata=_meta(
+            "SUPPLYBUS_WEBHOOK_TOLERANCE",
+            "Seconds a webhook's signed timestamp may be away from now (the replay window; "
+            "beyond it: 401).",
+        ),
+    )
     #: Derived, not read: True when the broker port was set, so `up` must not pick another.
     broker_port_explicit: bool = False
 
@@ -199,6 +235,12 @@ class Settings:
                 f"SUPPLYBUS_PO_ALERT_AFTER: expected a number of seconds > 0, "
                 f"got {self.po_alert_after_s}"
             )
+        if not 0 < self.webhook_tolerance_s < math.inf:
+            raise ConfigError(
+                f"SUPPLYBUS_WEBHOOK_TOLERANCE: expected a number of seconds > 0, "
+                f"got {self.webhook_tolerance_s}"
+            )
+        _check_webhook_secrets(self.webhook_secrets)
         if not self.db_schema.isidentifier():
             raise ConfigError(
                 f"SUPPLYBUS_DB_SCHEMA: expected an SQL identifier, got {self.db_schema!r}"
@@ -212,7 +254,9 @@ class Settings:
         shown = []
         for spec in fields(self):
             value = getattr(self, spec.name)
-            if spec.metadata.get("secret") and isinstance(value, str):
+            if spec.metadata.get("hidden") and value is not None:
+                value = "***"
+            elif spec.metadata.get("secret") and isinstance(value, str):
                 value = mask_url(value)
             shown.append(f"{spec.name}={value!r}")
         return f"Settings({', '.join(shown)})"
@@ -224,6 +268,11 @@ class Settings:
     @property
     def embedded_database(self) -> bool:
         return self.database_url is None
+
+    @property
+    def webhook_secret_list(self) -> tuple[str, ...]:
+        """The webhook secrets (SUPPLYBUS_WEBHOOK_SECRETS split at commas); any one verifies."""
+        return _split_secrets(self.webhook_secrets)
 
     @property
     def po_outbox(self) -> Path:
@@ -316,6 +365,8 @@ _AT_LEAST_ONE = (
     "outbox_retention_days",
     "dead_letter_retention_days",
     "prune_chunk",
+    "webhook_max_bytes",
+    "webhook_max_concurrency",
 )
 
 
@@ -323,6 +374,29 @@ def _at_least_one(name: str, value: int) -> None:
     if value < 1:
         env = next(f.metadata["env"] for f in _settings_fields() if f.name == name)
         raise ConfigError(f"{env}: expected a whole number >= 1, got {value}")
+
+
+_MIN_SECRET = 16
+
+
+def _split_secrets(raw: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (raw or "").split(",") if part.strip())
+
+
+def _check_webhook_secrets(raw: str | None) -> None:
+    """One or two secrets of at least 16 characters; the message never shows a secret."""
+    secrets = _split_secrets(raw)
+    expected = (
+        f"SUPPLYBUS_WEBHOOK_SECRETS: expected one or two comma-separated secrets of at "
+        f"least {_MIN_SECRET} characters"
+    )
+    if raw is not None and raw.strip() and not secrets:
+        raise ConfigError(f"{expected}, got only commas")
+    if len(secrets) > 2:
+        raise ConfigError(f"{expected}, got {len(secrets)} secrets")
+    short = [n for n, s in enumerate(secrets, start=1) if len(s) < _MIN_SECRET]
+    if short:
+        raise ConfigError(f"{expected}, got a shorter one (secret {short[0]})")
 
 
 def mask_url(url: str) -> str:

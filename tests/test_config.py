@@ -84,6 +84,9 @@ def test_bad_database_url_message_masks_the_password() -> None:
         ("dead_letter_retention_days", 0, "SUPPLYBUS_DEAD_LETTER_RETENTION_DAYS: expected a whole"),
         ("prune_interval_s", -1.0, r"SUPPLYBUS_PRUNE_INTERVAL: expected >= 0 seconds \(0: off\)"),
         ("po_alert_after_s", 0.0, "SUPPLYBUS_PO_ALERT_AFTER: expected a number of seconds > 0"),
+        ("webhook_max_bytes", 0, "SUPPLYBUS_WEBHOOK_MAX_BYTES: expected a whole number >= 1"),
+        ("webhook_max_concurrency", 0, "SUPPLYBUS_WEBHOOK_MAX_CONCURRENCY: expected a whole"),
+        ("webhook_tolerance_s", 0.0, "SUPPLYBUS_WEBHOOK_TOLERANCE: expected a number of seconds"),
     ],
 )
 def test_choices_are_checked_however_settings_are_built(
@@ -94,6 +97,29 @@ def test_choices_are_checked_however_settings_are_built(
         Settings(**bad)
     with pytest.raises(ConfigError, match=message):
         replace(Settings(), **bad)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("short-but-secret", None),
+        ("a-first-secret-0123, a-second-secret-0123", None),
+        (" , ", "got only commas"),
+        ("s1-0123456789abcdef,s2-0123456789abcdef,s3-0123456789abcdef", "got 3 secrets"),
+        ("a-long-enough-secret-0123,hunter2", r"got a shorter one \(secret 2\)"),
+    ],
+)
+def test_webhook_secrets_are_checked_without_being_shown(raw: str, message: str | None) -> None:
+    env = {"SUPPLYBUS_WEBHOOK_SECRETS": raw}
+    if message is None:
+        s = Settings.from_env(env, config_file=NO_FILE)
+        assert s.webhook_secret_list == tuple(p.strip() for p in raw.split(","))
+        assert "webhook_secrets='***'" in repr(s)
+        assert all(secret not in repr(s) for secret in s.webhook_secret_list)
+        return
+    with pytest.raises(ConfigError, match=message) as caught:
+        Settings.from_env(env, config_file=NO_FILE)
+    assert all(p.strip() not in str(caught.value) for p in raw.split(",") if p.strip())
 
 
 def test_choices_are_read_case_insensitively_as_their_canonical_spelling(tmp_path: Path) -> None:
@@ -125,6 +151,10 @@ def test_every_declared_setting_is_read_from_its_variable() -> None:
         "SUPPLYBUS_PRUNE_CHUNK": "500",
         "SUPPLYBUS_PO_OUTBOX_DIR": "/srv/po",
         "SUPPLYBUS_PO_ALERT_AFTER": "60",
+        "SUPPLYBUS_WEBHOOK_SECRETS": "old-secret-0123456789,new-secret-0123456789",
+        "SUPPLYBUS_WEBHOOK_MAX_BYTES": "4096",
+        "SUPPLYBUS_WEBHOOK_MAX_CONCURRENCY": "4",
+        "SUPPLYBUS_WEBHOOK_TOLERANCE": "60",
     }
     table = settings_table()
     assert [line.split("`")[1] for line in table.splitlines()[2:]] == list(values)

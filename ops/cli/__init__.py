@@ -30,6 +30,7 @@ from supplybus.ops.cli import (  # noqa: F401 - each module registers its comman
     receiving,
     reconcile,
     schemas,
+    serve,
     services,
     show,
     stock,
