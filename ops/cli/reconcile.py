@@ -217,7 +217,8 @@ def _print(report: Report) -> None:
 def _section(found: list[Difference], amounts: tuple[str, ...]) -> None:
     if not found:
         return
-    table = Table("kind", "subject", *amounts, "unit", "refs", "correlation", "events")
+    names = (a.replace("_", " ") for a in amounts)
+    table = Table("kind", "subject", *names, "unit", "refs", "correlation", "events")
     for column in table.columns[2 : 2 + len(amounts)]:
         column.justify = "right"
     for d in found:
