@@ -187,6 +187,16 @@ def test_a_body_that_is_not_a_json_object_is_one_field_error(body: bytes, expect
         parse(CATALOG, "RequisitionSubmitted", "D-1", body)
 
 
+def test_a_value_the_validator_cannot_read_is_still_a_field_error() -> None:
+    """A list where a unit belongs made the domain checks raise TypeError (found by the fuzzing
+    below): the sender gets a field error, the receiver an ERROR log line."""
+    record = _requisition()
+    record["lines"][0]["quantity"]["uom"] = []
+    with pytest.raises(ValidationError) as caught:
+        parse(CATALOG, "RequisitionSubmitted", "D-1", _body(record))
+    assert caught.value.errors
+
+
 def test_decimals_are_read_exactly() -> None:
     assert load_json(b'{"a": 0.1}') == {"a": __import__("decimal").Decimal("0.1")}
 
