@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,7 +23,7 @@ import pytest
 from supplybus.adapters.postgres import connect
 from supplybus.config import Settings
 from supplybus.events.catalog import EventCatalog
-from tests.helpers import InProcessCli, read_all
+from tests.helpers import InProcessCli, cli_env, read_all, wait_for
 
 MAPPING = str(Path(__file__).resolve().parent.parent / "schemas" / "mappings" / "item-usage.yaml")
 HEADER = "Usage Date;Item No;Location;Qty;Unit;Lot;Expiry;Case Ref;\r\n"
@@ -188,3 +192,33 @@ def test_a_bad_mapping_or_header_is_one_line(
     assert result.returncode == 1
     assert "other.csv: FAILED: other.csv: column 'Usage Date' of mapping item-usage is not in the" \
         " header (a, b)" in result.stdout  # fmt: skip
+
+
+def test_watch_takes_files_as_they_complete_and_stops_on_sigterm(
+    isolated: Settings, tmp_path: Path
+) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "SUPPLYBUS_HOME")
+    }
+    env |= cli_env(isolated, tmp_path / "home")  # fmt: skip
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "supplybus.ops.cli", "ingest", "files", str(drop), "--mapping",
+         MAPPING, "--watch", "--interval", "0.3", "--json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        (drop / "a.csv").write_text(HEADER + usage_lines(7), encoding="utf-8")
+        wait_for(lambda: (drop / "done" / "a.csv").exists(), timeout=30, what="a.csv in done/")
+        (drop / "b.csv").write_text(HEADER + usage_lines(3, start=50), encoding="utf-8")
+        wait_for(lambda: (drop / "done" / "b.csv").exists(), timeout=30, what="b.csv in done/")
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        stdout, stderr = watcher.communicate(timeout=20)
+    assert watcher.returncode == 0, stderr
+    outcomes = [json.loads(line) for line in stdout.splitlines()]
+    assert [(o["file"], o["accepted"]) for o in outcomes] == [("a.csv", 7), ("b.csv", 3)]
+    assert len(movements(isolated, 10)) == 10

@@ -150,21 +150,25 @@ def read_rows(stream: IO[bytes], encoding: str, delimiter: str) -> Iterator[Row 
     """
     csv.field_size_limit(FIELD_LIMIT)
     text = io.TextIOWrapper(stream, encoding=encoding, errors="strict", newline="")
-    lines = _Lines(text)
-    reader = csv.reader(lines, delimiter=delimiter, quotechar='"', strict=False)
-    while True:
-        try:
-            cells = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
+    try:
+        lines = _Lines(text)
+        reader = csv.reader(lines, delimiter=delimiter, quotechar='"', strict=False)
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                line, raw = lines.take()
+                yield BadRow(line, "unparsable", f"not CSV: {exc}", raw)
+                continue
             line, raw = lines.take()
-            yield BadRow(line, "unparsable", f"not CSV: {exc}", raw)
-            continue
-        line, raw = lines.take()
-        if not cells or (len(cells) == 1 and not cells[0].strip()):
-            continue
-        yield Row(line, cells, raw)
+            if not cells or (len(cells) == 1 and not cells[0].strip()):
+                continue
+            yield Row(line, cells, raw)
+    finally:
+        if not stream.closed:
+            text.detach()  # the caller owns (and closes) the stream
 
 
 def header_of(row: Row, label: str) -> tuple[list[str], bool]:
