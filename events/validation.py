@@ -301,7 +301,12 @@ def validate(sv: SchemaVersion, record: Mapping[str, Any]) -> dict[str, Any]:
     errors: Errors = []
     out = _root(sv)(record, "", errors)
     if isinstance(out, Mapping):
-        errors.extend(check_domain(sv, out))
+        try:
+            errors.extend(check_domain(sv, out))
+        except (TypeError, KeyError, AttributeError, ValueError):
+            if not errors:  # a well-formed record: the domain checks themselves are broken
+                raise
+            # the schema errors already say why: the domain checks cannot run on this shape
     if errors:
         raise ValidationError(errors, context=sv.event_type)
     return out  # type: ignore[no-any-return]

@@ -154,3 +154,10 @@ def test_any_json_in_any_field_gives_field_errors_never_a_crash(
         validate(STORE.latest(event_type), record)
     except ValidationError as exc:
         assert exc.errors and all(str(e) for e in exc.errors)
+
+
+def test_a_malformed_shape_is_a_field_error_not_a_crash_of_the_domain_checks() -> None:
+    record = _requisition()
+    record["lines"][0]["quantity"] = {"value": "2", "uom": []}  # found by the webhook fuzzing
+    errors = _errors("RequisitionSubmitted", record)
+    assert errors and all(e.startswith("lines[0].quantity.uom") for e in errors), errors
