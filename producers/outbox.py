@@ -17,12 +17,16 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import class_row
 
 from supplybus.events.catalog import Outgoing
 from supplybus.events.envelope import traceparent
 
 Headers = list[tuple[str, bytes | None]]  # a header may have no value
+#: The outbox table: supplybus's own ``outbox`` (on the search_path) unless a caller names
+#: another table with the same columns (a source system's, see producers/source_outbox.py).
+OUTBOX: sql.Composable = sql.Identifier("outbox")
 
 _COLUMNS = (
     "topic, key, value, headers, event_id, event_type, correlation_id, causation_id, priority,"
@@ -52,11 +56,18 @@ def decode_headers(stored: object) -> Headers:
     return [(str(k), None if v is None else base64.b64decode(v)) for k, v in pairs]
 
 
-def append(conn: psycopg.Connection, source: str, items: Sequence[Outgoing]) -> int:
+def append(
+    conn: psycopg.Connection,
+    source: str,
+    items: Sequence[Outgoing],
+    *,
+    table: sql.Composable = OUTBOX,
+) -> int:
     """Append prepared events (with their routing headers) to the outbox with COPY."""
     if not items:
         return 0
-    with conn.cursor() as cur, cur.copy(f"COPY outbox ({_COLUMNS}) FROM STDIN") as copy:
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(table, sql.SQL(_COLUMNS))
+    with conn.cursor() as cur, cur.copy(statement) as copy:
         for out in items:
             env = out.envelope
             copy.write_row(
@@ -108,11 +119,13 @@ class Row:
     headers: Headers
 
 
-def pending(conn: psycopg.Connection, limit: int) -> list[Row]:
+def pending(conn: psycopg.Connection, limit: int, *, table: sql.Composable = OUTBOX) -> list[Row]:
     """The oldest rows neither sent nor parked, in id order."""
     rows = conn.execute(
-        "SELECT id, topic, key, value, headers FROM outbox"
-        " WHERE sent_at IS NULL AND parked_at IS NULL ORDER BY id LIMIT %s",
+        sql.SQL(
+            "SELECT id, topic, key, value, headers FROM {}"
+            " WHERE sent_at IS NULL AND parked_at IS NULL ORDER BY id LIMIT %s"
+        ).format(table),
         (limit,),
     ).fetchall()
     return [
@@ -127,27 +140,41 @@ def pending(conn: psycopg.Connection, limit: int) -> list[Row]:
     ]
 
 
-def mark_sent(conn: psycopg.Connection, ids: Sequence[int]) -> None:
+def mark_sent(
+    conn: psycopg.Connection, ids: Sequence[int], *, table: sql.Composable = OUTBOX
+) -> None:
     if ids:
-        conn.execute("UPDATE outbox SET sent_at = now() WHERE id = ANY(%s)", (list(ids),))
+        conn.execute(
+            sql.SQL("UPDATE {} SET sent_at = now() WHERE id = ANY(%s)").format(table),
+            (list(ids),),
+        )
 
 
-def park(conn: psycopg.Connection, parks: Sequence[tuple[int, str, str]]) -> None:
+def park(
+    conn: psycopg.Connection,
+    parks: Sequence[tuple[int, str, str]],
+    *,
+    table: sql.Composable = OUTBOX,
+) -> None:
     """Park rows (id, error code, reason): the relay skips them from now on."""
     if parks:
         with conn.cursor() as cur:
             cur.executemany(
-                "UPDATE outbox SET parked_at = now(), park_code = %s, park_reason = %s"
-                " WHERE id = %s AND sent_at IS NULL",
+                sql.SQL(
+                    "UPDATE {} SET parked_at = now(), park_code = %s, park_reason = %s"
+                    " WHERE id = %s AND sent_at IS NULL"
+                ).format(table),
                 [(code, reason, row_id) for row_id, code, reason in parks],
             )
 
 
-def backlog(conn: psycopg.Connection) -> tuple[int, int]:
+def backlog(conn: psycopg.Connection, *, table: sql.Composable = OUTBOX) -> tuple[int, int]:
     """(rows waiting to be published, rows parked)."""
     row = conn.execute(
-        "SELECT (SELECT count(*) FROM outbox WHERE sent_at IS NULL AND parked_at IS NULL),"
-        " (SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL)"
+        sql.SQL(
+            "SELECT (SELECT count(*) FROM {t} WHERE sent_at IS NULL AND parked_at IS NULL),"
+            " (SELECT count(*) FROM {t} WHERE parked_at IS NOT NULL)"
+        ).format(t=table)
     ).fetchone()
     return (int(row[0]), int(row[1])) if row else (0, 0)
 

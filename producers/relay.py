@@ -1,7 +1,9 @@
 """The outbox relay: publishes outbox rows in id order, exactly as they are stored.
 
-One relay at a time per supplybus schema (a PostgreSQL advisory lock; a second relay waits
-as a standby and takes over when the first one's session ends). A round reads pending rows,
+One relay at a time per outbox table (a PostgreSQL advisory lock; a second relay waits as a
+standby and takes over when the first one's session ends). The table is supplybus's own
+``outbox`` unless an ``OutboxLocation`` names another database and table with the same
+columns (a source system's outbox, producers/source_outbox.py). A round reads pending rows,
 produces them with the idempotent producer, waits for EVERY delivery report, then records
 each row's outcome:
 
@@ -34,12 +36,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from psycopg import sql
 
 from supplybus import crashpoints
 from supplybus.adapters.kafka import produce, producer_config
@@ -50,7 +53,7 @@ from supplybus.metrics import Metrics
 from supplybus.producers import outbox
 
 log = logging.getLogger("supplybus.relay")
-_LOCK_ID = 0x5B0B  # advisory lock (with the schema): one active relay per supplybus schema
+_LOCK_ID = 0x5B0B  # advisory lock (with the location's name): one active relay per outbox
 
 #: librdkafka errors that a record meets again however often it is sent: the row is parked.
 PERMANENT = frozenset(
@@ -96,6 +99,22 @@ def _is_dead_letter(row: outbox.Row) -> bool:
     return any(name.startswith(_DLQ_PREFIX) for name, _ in row.headers)
 
 
+@dataclass(frozen=True)
+class OutboxLocation:
+    """Where an outbox lives: ``connect`` opens an autocommit connection to its database,
+    ``table`` is the table (the columns of supplybus's ``outbox``), ``name`` keys the advisory
+    lock that keeps one relay active per table."""
+
+    connect: Callable[[], psycopg.Connection]
+    table: sql.Composable
+    name: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> OutboxLocation:
+        """supplybus's own outbox, in the settings' schema."""
+        return cls(lambda: connect(settings, autocommit=True), outbox.OUTBOX, settings.db_schema)
+
+
 @dataclass
 class RelayStats:
     published: int = 0
@@ -133,8 +152,11 @@ class OutboxRelay:
         *,
         producer_overrides: Mapping[str, Any] | None = None,
         batch_size: int = 5000,
+        location: OutboxLocation | None = None,
     ) -> None:
         self.settings = settings
+        self.location = location or OutboxLocation.of(settings)
+        self.table = self.location.table
         self.metrics = metrics or Metrics()
         self.config = producer_config(settings, **{"message.timeout.ms": 0})
         self.config.update(producer_overrides or {})
@@ -183,10 +205,10 @@ class OutboxRelay:
         while not stop.is_set():
             conn: psycopg.Connection | None = None
             try:
-                conn = connect(self.settings, autocommit=True)
+                conn = self.location.connect()
                 row = conn.execute(
                     "SELECT pg_try_advisory_lock(%s, hashtext(%s))",
-                    (_LOCK_ID, self.settings.db_schema),
+                    (_LOCK_ID, self.location.name),
                 ).fetchone()
                 if row and row[0]:
                     return conn
@@ -203,7 +225,7 @@ class OutboxRelay:
     def publish_round(self, conn: psycopg.Connection) -> int:
         """Publish one batch of pending rows; returns how many were sent or parked."""
         self._write(conn)  # outcomes a database outage kept from the previous round
-        rows = outbox.pending(conn, self.batch_size)
+        rows = outbox.pending(conn, self.batch_size, table=self.table)
         self.stats.retrying = 0
         if rows:
             reports: dict[int, _Report] = {}
@@ -289,15 +311,15 @@ class OutboxRelay:
         todo = self._todo
         if todo.sent or todo.parked:
             with conn.transaction():
-                outbox.mark_sent(conn, todo.sent)
-                outbox.park(conn, todo.parked)
+                outbox.mark_sent(conn, todo.sent, table=self.table)
+                outbox.park(conn, todo.parked, table=self.table)
             self.stats.published += len(todo.sent)
             self.stats.parked += len(todo.parked)
             self.metrics.outbox_published.inc(len(todo.sent))
             self._todo = _Outcomes()
 
     def _backlog(self, conn: psycopg.Connection) -> None:
-        pending, parked = outbox.backlog(conn)
+        pending, parked = outbox.backlog(conn, table=self.table)
         self.stats.backlog = pending
         self.metrics.outbox_backlog.set(pending)
         self.metrics.outbox_parked.set(parked)

@@ -33,6 +33,7 @@ from supplybus.ops.cli import (  # noqa: F401 - each module registers its comman
     serve,
     services,
     show,
+    source_outbox,
     stock,
     topics,
     trace,
