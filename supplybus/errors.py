@@ -161,10 +161,32 @@ class EmbeddedServiceError(SupplybusError):
     code = "EMBEDDED_SERVICE"
 
 
+@dataclass(frozen=True)
+class DeliveryFailure:
+    """One record the broker did not acknowledge: its event id (when it carried one), topic,
+    and the producer's reason (e.g. ``MSG_SIZE_TOO_LARGE: ...``)."""
+
+    event_id: str | None
+    topic: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.event_id or '<no event id>'} on {self.topic}: {self.reason}"
+
+
 class DeliveryError(SupplybusError):
-    """Kafka did not acknowledge records after the producer's own retries."""
+    """Kafka did not acknowledge records after the producer's own retries. ``failures`` names
+    each failed record; the records not named were acknowledged (``delivered`` of them). Send
+    the failed ones again: their event ids are stable, so consumers skip any copy."""
 
     code = "DELIVERY"
+
+    def __init__(
+        self, message: str, *, failures: Sequence[DeliveryFailure] = (), delivered: int = 0
+    ) -> None:
+        super().__init__(message)
+        self.failures = tuple(failures)
+        self.delivered = delivered
 
 
 class ProcessorError(SupplybusError):
