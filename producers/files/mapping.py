@@ -240,17 +240,24 @@ def _column(header: str, spec: Any, tables: Mapping[str, Mapping[str, str]], fai
     )
 
 
-def map_row(mapping: FileMapping, row: Mapping[str, str]) -> dict[str, Any]:
+def map_row(mapping: FileMapping, row: Mapping[str, object]) -> dict[str, Any]:
     """The event payload of one row (envelope fields from columns and constants only).
 
+    A cell is text (a CSV line) or a typed value (a database row: int, Decimal, date,
+    datetime, ...), which ``convert_typed`` takes as it is instead of parsing it.
+
     Raises LineError(reason, message): ``missing`` (a required cell is blank), ``unknown_code``,
-    ``bad_decimal``, ``bad_int``, ``bad_date``, ``bad_datetime``.
+    ``bad_decimal``, ``bad_int``, ``bad_date``, ``bad_datetime``, ``bad_type``.
     """
     event: dict[str, Any] = {}
     for path, value in mapping.constants.items():
         _put(event, path, value)
     for column in mapping.columns:
-        cell = (row.get(column.header) or "").strip()
+        raw = row.get(column.header)
+        if raw is not None and not isinstance(raw, str):
+            _put(event, column.field, convert_typed(mapping, column, raw))
+            continue
+        cell = (raw or "").strip()
         if not cell and column.default is not None:
             cell = column.default
         if not cell:
@@ -285,6 +292,30 @@ def convert(mapping: FileMapping, column: Column, cell: str) -> Any:
             when = when.replace(tzinfo=ZoneInfo(mapping.timezone))
         return when.astimezone(dt.UTC)
     return cell
+
+
+def convert_typed(mapping: FileMapping, column: Column, value: object) -> Any:
+    """A typed (non-text) cell converted as its column says: codes and ``string`` take its
+    text; numbers, dates and date-times are taken as they are (a naive date-time is in the
+    mapping's time zone). LineError ``bad_type`` for a value the column cannot hold."""
+    if column.codes is not None or column.kind == "string":
+        text = value.isoformat() if isinstance(value, dt.date) else str(value)
+        return convert(mapping, column, text) if column.codes is not None else text
+    numeric = isinstance(value, (int, Decimal, float)) and not isinstance(value, bool)
+    if column.kind in ("decimal", "int") and numeric:
+        number = Decimal(str(value))
+        if column.kind == "decimal" and number.is_finite():
+            return number
+        if column.kind == "int" and number.is_finite() and number == number.to_integral():
+            return int(number)
+    if column.kind == "date" and isinstance(value, dt.date):
+        return value.date() if isinstance(value, dt.datetime) else value
+    if column.kind == "datetime" and isinstance(value, dt.date):
+        when = value if isinstance(value, dt.datetime) else dt.datetime.combine(value, dt.time())
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=ZoneInfo(mapping.timezone))
+        return when.astimezone(dt.UTC)
+    raise LineError("bad_type", f"{column.header}: a {type(value).__name__} is not a {column.kind}")
 
 
 _PLAIN = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
