@@ -21,6 +21,7 @@ from supplybus.ops.cli import (  # noqa: F401 - each module registers its comman
     finance,
     holds,
     ingest,
+    ingest_db,
     invoices,
     masterdata,
     orders,
