@@ -18,7 +18,9 @@ from supplybus.adapters.outbound import FolderTarget
 from supplybus.adapters.postgres import connect
 from supplybus.config import Settings
 from supplybus.consumers.approvals.processor import approvals
+from supplybus.consumers.finance.matching_processor import processor as invoice_match
 from supplybus.consumers.finance.processor import processor as budget_spend
+from supplybus.consumers.inventory.receiving import processor as receiving
 from supplybus.consumers.masterdata.processor import processor as masterdata
 from supplybus.consumers.procurement.dispatch import PoDispatcher
 from supplybus.consumers.procurement.orders import processor as purchase_orders
@@ -36,9 +38,11 @@ RID = "REQ-E2E-1"
 
 
 def run_pipeline(settings: Settings, outbound: Path) -> None:
-    """Every procurement processor, the relay and the PO dispatcher, until all is quiet."""
+    """Every processor a PO passes through, the relay and the PO dispatcher, until all is
+    quiet (receiving and invoice-match consume PurchaseOrderIssued too)."""
     dispatcher = PoDispatcher(settings, FolderTarget(outbound), alert_after_s=60)
-    procs = [masterdata, requisitions(), approvals(), purchase_orders(), budget_spend]
+    procs = [masterdata, requisitions(), approvals(), purchase_orders(), budget_spend,
+             receiving(), invoice_match()]  # fmt: skip
     runner = Runner(
         settings, procs, relay=True, background=[dispatcher], until_idle=1.5, signals=False
     )
