@@ -115,7 +115,7 @@ SELECT d.po_id, d.po_number, d.document, d.attempts, p.status,
        extract(epoch FROM now() - d.created_at)::float8, d.alerted_at IS NOT NULL
 FROM po_deliveries d JOIN purchase_orders p ON p.po_id = d.po_id
 WHERE d.status = 'PENDING' AND d.next_attempt_at <= now() AND NOT d.po_id = ANY(%s::text[])
-ORDER BY p.priority = 'CRITICAL' DESC, d.created_at, d.po_id
+ORDER BY p.priority = 'CRITICAL' DESC, d.created_at, d.po_number
 LIMIT 1
 FOR UPDATE OF d SKIP LOCKED
 FOR SHARE OF p SKIP LOCKED
