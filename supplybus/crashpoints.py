@@ -7,7 +7,8 @@ not), ``after-offset-commit``, ``mid-bisection`` (a savepoint rolled back while 
 failing event), ``mid-release`` (held events applied, their release not committed),
 ``relay-after-ack`` (the broker acknowledged, the rows are not marked sent), ``po-after-write``
 (a purchase order's file is written, its delivery is not marked delivered), ``mid-replay`` (a
-chunk of dead letters applied by `dlq replay`, not committed).
+chunk of dead letters applied by `dlq replay`, not committed), ``poll-after-commit`` (a page of
+polled rows committed with its watermark, the next not read).
 """
 
 from __future__ import annotations
