@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -99,7 +100,12 @@ def traceparent(envelope: Mapping[str, Any]) -> str:
     return f"00-{trace}-{span}-01"
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _hex(value: str, width: int) -> str:
+    if _CANONICAL_UUID.fullmatch(value):  # the common case, without parsing it
+        return value.replace("-", "")[:width]
     try:
         digits = uuid.UUID(value).hex
     except ValueError:
