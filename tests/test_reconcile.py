@@ -184,7 +184,8 @@ def test_reconcile_reports_exactly_the_planted_differences(
     (center,) = [c for c in doc["budget"]["cost_centers"] if c["cost_center_id"] == CENTER]
     assert Decimal(center["committed_unexplained"]) == Decimal("75.5") - po4.total
 
-    rni, inr = doc["accrual"]["items"]
+    accrual = {d["kind"]: d for d in doc["accrual"]["items"]}
+    rni, inr = accrual["RECEIVED_NOT_INVOICED"], accrual["INVOICED_NOT_RECEIVED"]
     price2, price3 = po2.lines[0].unit_price, po3.lines[0].unit_price
     assert (rni["receipt_ids"], rni["invoice_ids"], rni["correlation_ids"]) == (
         ["GR-2"], [], ["REQ-REC-2"],

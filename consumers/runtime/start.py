@@ -35,6 +35,7 @@ from supplybus.errors import ConfigError
 Start: TypeAlias = Literal["earliest", "latest"] | datetime
 Key = tuple[str, int]
 _TAIL_QUIET_S = 0.5  # reading on from the high watermark stops after this long without a record
+_TAIL_FIRST_S = 5.0  # ... except before the first answer (connect, metadata, first fetch)
 _TAIL_LIMIT_S = 10.0  # ... or after this long in all
 
 
@@ -136,10 +137,12 @@ def end_offsets(settings: Settings, partitions: Sequence[TopicPartition]) -> dic
         reader.assign([TopicPartition(t, p, off) for (t, p), off in ends.items()])
         reading = set(ends)
         deadline = time.monotonic() + _TAIL_LIMIT_S
+        quiet = _TAIL_FIRST_S  # a busy broker may answer the first fetch late: not the end
         while reading and time.monotonic() < deadline:
-            msgs = reader.consume(500, timeout=_TAIL_QUIET_S)
+            msgs = reader.consume(500, timeout=quiet)
             if not msgs:
                 break
+            quiet = _TAIL_QUIET_S
             for msg in msgs:
                 key = (msg.topic() or "", msg.partition() or 0)
                 if msg.error() is not None or key not in reading:
