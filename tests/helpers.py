@@ -5,16 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from confluent_kafka import Message
 
 from supplybus.adapters.kafka import read_records
 from supplybus.config import Settings
+from supplybus.producers.relay import OutboxRelay
 
 T = TypeVar("T")
 
@@ -102,3 +104,23 @@ def read_all(
 ) -> list[Message]:
     """Every record of one topic; see ``read_topics``."""
     return read_topics(settings, {topic: partitions}, expect, timeout)
+
+
+def drain_relay(settings: Settings, **options: Any) -> OutboxRelay:
+    """Run an outbox relay (as the runner does; ``options`` as OutboxRelay takes them) until
+    nothing is pending, then stop it."""
+    relay = OutboxRelay(settings, **options)
+    stop = threading.Event()
+    thread = threading.Thread(target=relay.run, args=(stop,))
+    thread.start()
+    try:
+        wait_for(
+            lambda: relay.error or (relay.stats.rounds > 2 and relay.stats.backlog == 0),
+            timeout=30,
+            what="the outbox drained",
+        )
+    finally:
+        stop.set()
+        thread.join(15)
+    assert relay.error is None and not thread.is_alive()
+    return relay

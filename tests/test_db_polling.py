@@ -12,7 +12,6 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,8 +26,7 @@ from supplybus.metrics import Metrics
 from supplybus.producers.files.mapping import load_mapping
 from supplybus.producers.polling.poller import Poller, TableSpec
 from supplybus.producers.polling.rows import event_id
-from supplybus.producers.relay import OutboxRelay
-from tests.helpers import InProcessCli, cli_env, read_all, wait_for
+from tests.helpers import InProcessCli, cli_env, drain_relay, read_all, wait_for
 
 MAPPING = """\
 event_type: StockMovement
@@ -106,20 +104,7 @@ def outbox_ids(settings: Settings) -> tuple[int, int]:
 
 def relay_and_read(settings: Settings, expect: int) -> list[str]:
     """Run the relay until the outbox is drained; the event ids on the StockMovement topic."""
-    relay = OutboxRelay(settings)
-    stop = threading.Event()
-    thread = threading.Thread(target=relay.run, args=(stop,))
-    thread.start()
-    try:
-        wait_for(
-            lambda: relay.error or (relay.stats.rounds > 1 and relay.stats.backlog == 0),
-            timeout=30,
-            what="the outbox drained",
-        )
-    finally:
-        stop.set()
-        thread.join(15)
-    assert relay.error is None
+    drain_relay(settings)
     spec = EventCatalog.from_settings(settings).topics.topic_for("StockMovement")
     records = read_all(settings, spec.name, spec.partitions, expect, timeout=20)
     return [dict(m.headers() or [])["sb-event-id"].decode() for m in records]

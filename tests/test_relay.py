@@ -23,7 +23,7 @@ from supplybus.ops import embedded, migrate
 from supplybus.producers import outbox
 from supplybus.producers.relay import WITHHELD, OutboxRelay
 from tests import flood
-from tests.helpers import cli_env, read_all, run_cli, wait_for
+from tests.helpers import cli_env, drain_relay, read_all, run_cli, wait_for
 
 SMALL = {"message.max.bytes": 4000}  # Tansu ignores topic limits: the producer's is the limit
 
@@ -44,21 +44,7 @@ def _raw(settings: Settings, topic: str, key: bytes, value: bytes) -> None:
 
 def _relay(settings: Settings, **overrides: Any) -> OutboxRelay:
     """Run a relay (as the runner does) until nothing is pending, then stop it."""
-    relay = OutboxRelay(settings, producer_overrides=overrides)
-    stop = threading.Event()
-    thread = threading.Thread(target=relay.run, args=(stop,))
-    thread.start()
-    try:
-        wait_for(
-            lambda: relay.error or (relay.stats.rounds > 2 and relay.stats.backlog == 0),
-            timeout=30,
-            what="the outbox drained",
-        )
-    finally:
-        stop.set()
-        thread.join(15)
-    assert relay.error is None and not thread.is_alive()
-    return relay
+    return drain_relay(settings, producer_overrides=overrides)
 
 
 def _headers(msg: Message) -> outbox.Headers:

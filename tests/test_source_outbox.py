@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from supplybus.events.catalog import EventCatalog
 from supplybus.producers import source_outbox as so
 from supplybus.producers.relay import OutboxRelay
 from tests import flood
-from tests.helpers import cli_env, read_all, run_cli, wait_for
+from tests.helpers import cli_env, drain_relay, read_all, run_cli, wait_for
 
 
 @pytest.fixture
@@ -61,21 +60,7 @@ def _ids(messages: list[Any]) -> list[str]:
 
 
 def _drain(settings: Settings, url: str) -> OutboxRelay:
-    relay = OutboxRelay(settings, location=so.location(url))
-    stop = threading.Event()
-    thread = threading.Thread(target=relay.run, args=(stop,))
-    thread.start()
-    try:
-        wait_for(
-            lambda: relay.error or (relay.stats.rounds > 1 and relay.stats.backlog == 0),
-            timeout=30,
-            what="the source outbox drained",
-        )
-    finally:
-        stop.set()
-        thread.join(15)
-    assert relay.error is None
-    return relay
+    return drain_relay(settings, location=so.location(url))
 
 
 def test_a_rolled_back_transaction_publishes_nothing(isolated: Settings, source_url: str) -> None:

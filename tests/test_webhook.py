@@ -35,12 +35,11 @@ from supplybus.config import Settings
 from supplybus.events import jsonio
 from supplybus.events.catalog import EventCatalog
 from supplybus.ops import embedded
-from supplybus.producers.relay import OutboxRelay
 from supplybus.producers.webhook import signature as sig
 from supplybus.producers.webhook.app import create_app
 from supplybus.producers.webhook.intake import event_id_for
 from supplybus.producers.webhook.metrics import WebhookMetrics
-from tests.helpers import cli_env, read_all, run_cli, wait_for
+from tests.helpers import cli_env, drain_relay, read_all, run_cli, wait_for
 from tests.requisition_data import VALID, line, submitted
 
 OLD, NEW = "old-secret-0123456789abcdef", "new-secret-0123456789abcdef"
@@ -126,20 +125,7 @@ def stored(settings: Settings) -> tuple[list[tuple[str, str]], list[str]]:
 
 def relay_and_read(settings: Settings, expect: int) -> list[str]:
     """Run the relay until the outbox is drained; the event ids on the requisitions topic."""
-    relay = OutboxRelay(settings)
-    stop = threading.Event()
-    thread = threading.Thread(target=relay.run, args=(stop,))
-    thread.start()
-    try:
-        wait_for(
-            lambda: relay.error or (relay.stats.rounds > 1 and relay.stats.backlog == 0),
-            timeout=30,
-            what="the outbox drained",
-        )
-    finally:
-        stop.set()
-        thread.join(15)
-    assert relay.error is None
+    drain_relay(settings)
     topic = EventCatalog.from_settings(settings).topics.topic_for("RequisitionSubmitted")
     records = read_all(settings, topic.name, topic.partitions, expect, timeout=10 if expect else 3)
     return [dict(m.headers() or [])["sb-event-id"].decode() for m in records]
